@@ -1,0 +1,38 @@
+"""imagestore: Docker's image store over the on-disk imagedb/layerdb, with a persistent SQL index."""
+
+from __future__ import annotations
+
+from imagestore.errors import (
+    AmbiguousImageID,
+    DigestMismatch,
+    ImageNotFound,
+    ImageStoreError,
+    IndexUnavailable,
+    InvalidImageConfig,
+    LayerNotFound,
+    ReadOnlyStore,
+)
+from imagestore.image import Image, RootFS
+from imagestore.layers import LayerMetadata
+from imagestore.store import Store, open
+from imagestore.sync import Problem, SyncReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmbiguousImageID",
+    "DigestMismatch",
+    "Image",
+    "ImageNotFound",
+    "ImageStoreError",
+    "IndexUnavailable",
+    "InvalidImageConfig",
+    "LayerMetadata",
+    "LayerNotFound",
+    "Problem",
+    "ReadOnlyStore",
+    "RootFS",
+    "Store",
+    "SyncReport",
+    "open",
+]

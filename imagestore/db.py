@@ -1,0 +1,121 @@
+"""The index database: where it lives, how to connect, and bringing it to the schema head.
+
+Only Alembic revisions create or change the schema; opening an index applies any pending ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from pathlib import Path
+from types import ModuleType
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from imagestore.dialects import postgresql, sqlite
+from imagestore.errors import IndexUnavailable
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "imagestore"
+
+
+def default_index_path(root: Path) -> Path:
+    """One SQLite file per root, named after it so a person can tell them apart."""
+    real = os.path.realpath(root)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", real).strip("-")[-48:] or "root"
+    return state_dir() / f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:12]}.sqlite"
+
+
+def index_url(index: str | os.PathLike[str] | None, root: Path) -> str:
+    """An SQLAlchemy URL for ``index``: ``None`` (default file), a path, or a URL."""
+    if index is None:
+        index = default_index_path(root)
+    text = os.fspath(index)
+    if "://" in text:
+        try:
+            make_url(text)
+        except ArgumentError as exc:
+            raise IndexUnavailable(f"invalid index URL {text!r}: {exc}") from None
+        return text
+    return "sqlite:///" + os.path.abspath(text)
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _dialect(url: str) -> ModuleType:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return sqlite
+    if backend == "postgresql":
+        return postgresql
+    raise IndexUnavailable(f"unsupported index database {backend!r} (use SQLite or PostgreSQL)")
+
+
+def make_engine(url: str) -> Engine:
+    dialect = _dialect(url)
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            sqlite.prepare_file(path)
+        except OSError as exc:
+            raise IndexUnavailable(f"cannot create index {path}: {exc.strerror or exc}") from None
+    try:
+        engine = create_engine(url, connect_args=dialect.connect_args())
+    except (ArgumentError, ImportError) as exc:
+        raise IndexUnavailable(f"cannot use index {url!r}: {exc}") from None
+    dialect.configure(engine)
+    return engine
+
+
+def is_corrupt(engine: Engine, exc: BaseException) -> bool:
+    return bool(_dialect(str(engine.url)).is_corrupt(exc))
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: packaged as ``imagestore._migrations``, or ./migrations in a checkout."""
+    spec = importlib.util.find_spec("imagestore._migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply pending revisions (a no-op, without loading Alembic's machinery twice, if none)."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
+    cfg = alembic_config()
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        conn.commit()

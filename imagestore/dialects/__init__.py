@@ -1,0 +1,1 @@
+"""Backend differences, one small module per database (the rest of the code is portable)."""

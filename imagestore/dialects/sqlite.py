@@ -1,0 +1,63 @@
+"""SQLite: WAL so readers never block, ``BEGIN IMMEDIATE`` so writers queue instead of
+failing half-way, a busy timeout so contention waits, and private files (configs hold secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+BUSY_TIMEOUT_S = 60.0
+
+
+def connect_args() -> dict[str, Any]:
+    # isolation_level=None: pysqlite must not BEGIN on its own; the begin event does.
+    return {"timeout": BUSY_TIMEOUT_S, "isolation_level": None}
+
+
+def prepare_file(path: Path) -> None:
+    """Create the index 0600 in a 0700 folder (whatever the umask); warn if others can read."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.warn(
+            f"index {path} is readable by other users; image configs often hold secrets "
+            f"(chmod 600 it)",
+            stacklevel=3,
+        )
+
+
+def configure(engine: Engine, *, readonly: bool = False) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """An error that means the file is not a usable SQLite database."""
+    text = str(exc).lower()
+    return "file is not a database" in text or "malformed" in text

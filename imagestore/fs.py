@@ -1,0 +1,193 @@
+"""The imagedb on disk (moby's fs.go): content files by digest and their metadata files.
+
+Every path is built from a validated 64-hex name, files are opened without following
+symlinks, and every write is atomic (temp file in the same folder, fsync, rename) with the
+modes Docker uses, so a real engine can keep using the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagestore.digest import digest_of, hex_of
+from imagestore.errors import DigestMismatch, ImageNotFound, ImageStoreError
+
+METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+TEMP_PREFIX = ".tmp-"
+# A config larger than this is not an image config but an attack on memory.
+MAX_FILE_SIZE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What tells a file apart from its previous version without reading it."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Signature:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def __str__(self) -> str:
+        return f"{self.size}:{self.mtime_ns}:{self.ino}"
+
+
+def read_regular(path: Path, limit: int = MAX_FILE_SIZE) -> bytes:
+    """Read a regular file without following a symlink at its last component.
+
+    Raises ``FileNotFoundError`` when absent and ``OSError`` (with a clear message) when the
+    entry is a symlink, a directory or another non-regular file, or larger than ``limit``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symlink (not followed)", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EISDIR, "not a regular file", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        chunks = []
+        while chunk := os.read(fd, max(st.st_size, 65536)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_optional(path: Path) -> bytes | None:
+    """A small metadata file's bytes, ``None`` when it does not exist."""
+    try:
+        return read_regular(path, limit=1 << 16)
+    except FileNotFoundError:
+        return None
+
+
+def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "destination is not a regular file", str(path))
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ImageDB:
+    """``imagedb/``: the store backend. IDs are full ``sha256:<hex>`` strings."""
+
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = root
+        self.content = root / "content" / "sha256"
+        self.metadata = root / "metadata" / "sha256"
+        if create:
+            try:
+                for folder in (self.content, self.metadata):
+                    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ImageStoreError(f"failed to create storage backend: {exc}") from None
+
+    def content_path(self, image_id: str) -> Path:
+        return self.content / hex_of(image_id)
+
+    def metadata_path(self, image_id: str, key: str) -> Path:
+        if key not in METADATA_KEYS:
+            raise ValueError(f"unknown metadata key {key!r}")
+        return self.metadata / hex_of(image_id) / key
+
+    def walk(self) -> Iterator[os.DirEntry[str]]:
+        """Every entry of ``content/sha256`` (names unchecked: the caller decides)."""
+        try:
+            with os.scandir(self.content) as entries:
+                yield from entries
+        except FileNotFoundError:
+            return
+
+    def get(self, image_id: str) -> bytes:
+        """Content bytes, verified against the ID."""
+        path = self.content_path(image_id)
+        try:
+            data = read_regular(path)
+        except OSError as exc:
+            raise ImageNotFound(f"failed to get digest {image_id}: {exc}") from None
+        if digest_of(data) != image_id:
+            raise DigestMismatch(f"failed to verify: {image_id}")
+        return data
+
+    def set(self, data: bytes) -> str:
+        if not data:
+            raise ImageStoreError("invalid empty data")
+        image_id = digest_of(data)
+        try:
+            atomic_write(self.content_path(image_id), data)
+        except OSError as exc:
+            raise ImageStoreError(f"failed to write digest data: {exc}") from None
+        return image_id
+
+    def delete(self, image_id: str) -> None:
+        """Remove the metadata folder, then the content file (missing parts are fine)."""
+        # rmtree refuses a symlinked folder (ignored here), so nothing outside is touched.
+        shutil.rmtree(self.metadata / hex_of(image_id), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.content_path(image_id))
+        fsync_dir(self.content)
+
+    def set_metadata(self, image_id: str, key: str, data: bytes) -> None:
+        self.get(image_id)  # moby: the content must exist and verify first
+        path = self.metadata_path(image_id, key)
+        try:
+            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            atomic_write(path, data)
+        except OSError as exc:
+            raise ImageStoreError(f"failed to write metadata {key} of {image_id}: {exc}") from None
+
+    def get_metadata(self, image_id: str, key: str) -> bytes | None:
+        try:
+            return read_optional(self.metadata_path(image_id, key))
+        except OSError as exc:
+            raise ImageStoreError(f"failed to read metadata: {exc}") from None
+
+    def delete_metadata(self, image_id: str, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.metadata_path(image_id, key))

@@ -1,0 +1,342 @@
+"""The image model: a config parsed the way moby's ``NewFromJSON`` parses it.
+
+The raw bytes are kept untouched (the ID is their digest); the parsed fields are only a view.
+Parsing mimics Go's ``encoding/json`` where it decides whether an image is valid at all: keys
+match struct fields case-insensitively, the last duplicate wins, ``NaN`` is rejected, known
+fields with the wrong JSON type are rejected, invalid UTF-8 in strings is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from functools import cached_property
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from imagestore.digest import chain_id as _chain_id
+from imagestore.errors import InvalidImageConfig
+
+JSONObject = dict[str, Any]
+Check = Callable[[Any, str], None]
+
+
+def _fail(path: str, value: Any, want: str) -> None:
+    kind = type(value).__name__ if value is not None else "null"
+    raise InvalidImageConfig(f"json: cannot unmarshal {kind} into field {path} of type {want}")
+
+
+def _string(value: Any, path: str) -> None:
+    if value is not None and not isinstance(value, str):
+        _fail(path, value, "string")
+
+
+def _bool(value: Any, path: str) -> None:
+    if value is not None and not isinstance(value, bool):
+        _fail(path, value, "bool")
+
+
+def _int(value: Any, path: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        _fail(path, value, "int64")
+
+
+def _strings(value: Any, path: str) -> None:
+    if value is None:
+        return
+    # Go leaves a null element as "" without complaint.
+    if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
+        _fail(path, value, "[]string")
+
+
+def _str_slice(value: Any, path: str) -> None:
+    """docker's ``StrSlice`` (Cmd, Entrypoint, Shell) also takes a single string."""
+    if not isinstance(value, str):
+        _strings(value, path)
+
+
+def _object(value: Any, path: str) -> None:
+    if value is not None and not isinstance(value, dict):
+        _fail(path, value, "object")
+
+
+def _string_map(value: Any, path: str) -> None:
+    _object(value, path)
+    if isinstance(value, dict) and not all(v is None or isinstance(v, str) for v in value.values()):
+        _fail(path, value, "map[string]string")
+
+
+def _struct(fields: dict[str, Check]) -> Check:
+    """A check for a Go struct: fold keys like Go, check the known ones, ignore the rest."""
+    lowered = {name.lower(): name for name in fields}
+
+    def check(value: Any, path: str) -> None:
+        _object(value, path)
+        if isinstance(value, dict):
+            for key, folded in _fold(value, lowered).items():
+                fields[key](folded, f"{path}.{key}")
+
+    return check
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any, path: str) -> None:
+        if value is None:
+            return
+        if not isinstance(value, list):
+            _fail(path, value, "array")
+        for i, v in enumerate(value):
+            item(v, f"{path}[{i}]")
+
+    return check
+
+
+_CONTAINER_CONFIG = _struct(
+    {
+        **dict.fromkeys(
+            ["Hostname", "Domainname", "User", "Image", "WorkingDir", "MacAddress", "StopSignal"],
+            _string,
+        ),
+        **dict.fromkeys(
+            ["AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce",
+             "ArgsEscaped", "NetworkDisabled"],
+            _bool,
+        ),
+        "Env": _strings,
+        "OnBuild": _strings,
+        "Cmd": _str_slice,
+        "Entrypoint": _str_slice,
+        "Shell": _str_slice,
+        "Labels": _string_map,
+        "ExposedPorts": _object,
+        "Volumes": _object,
+        "Healthcheck": _struct({"Test": _strings, "Interval": _int, "Timeout": _int,
+                                "StartPeriod": _int, "StartInterval": _int, "Retries": _int}),
+        "StopTimeout": _int,
+    }
+)
+
+_HISTORY = _struct(
+    {"created": _string, "author": _string, "created_by": _string, "comment": _string,
+     "empty_layer": _bool}
+)
+
+_ROOTFS = _struct({"type": _string, "diff_ids": _strings})
+
+# Top-level fields of moby's Image (V1Image embedded; its "parent" is shadowed by Image.Parent).
+_IMAGE_FIELDS: dict[str, Check] = {
+    **dict.fromkeys(
+        ["id", "parent", "comment", "created", "container", "docker_version", "author",
+         "architecture", "variant", "os", "os.version"],
+        _string,
+    ),
+    "container_config": _CONTAINER_CONFIG,
+    "config": _CONTAINER_CONFIG,
+    "Size": _int,
+    "rootfs": _ROOTFS,
+    "history": _list_of(_HISTORY),
+    "os.features": _strings,
+}
+_IMAGE_LOWER = {name.lower(): name for name in _IMAGE_FIELDS}
+
+
+def _fold(obj: JSONObject, lowered: dict[str, str]) -> JSONObject:
+    """Map keys to known field names as Go does: exact match, else case-insensitive."""
+    out: JSONObject = {}
+    for key, value in obj.items():
+        name = lowered.get(key.lower())
+        if name is not None:
+            out[name] = value
+    return out
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> JSONObject:
+    # Last duplicate wins, but a case-variant that Go folds onto the same field must also
+    # replace the earlier one: keep insertion order of the *last* occurrence.
+    out: JSONObject = {}
+    for key, value in pairs:
+        out.pop(key, None)
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidImageConfig(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def parse_config(raw: bytes) -> JSONObject:
+    """Decode and validate config bytes; returns the known fields under their canonical names.
+
+    Raises ``InvalidImageConfig`` exactly where moby's ``NewFromJSON`` returns an error.
+    """
+    try:
+        text = raw.decode("utf-8", errors="replace")
+        doc = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
+    except InvalidImageConfig:
+        raise
+    except RecursionError:
+        raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
+    except ValueError as exc:
+        raise InvalidImageConfig(f"invalid image JSON: {exc}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise InvalidImageConfig(
+            f"json: cannot unmarshal {type(doc).__name__} into Go value of type image.Image"
+        )
+    fields = _fold(doc or {}, _IMAGE_LOWER)
+    try:
+        for key, value in fields.items():
+            _IMAGE_FIELDS[key](value, key)
+    except RecursionError:
+        raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
+    if fields.get("rootfs") is None:
+        raise InvalidImageConfig("invalid image JSON, no RootFS key")
+    rootfs = _fold(fields["rootfs"], {"type": "type", "diff_ids": "diff_ids"})
+    diff_ids = [d or "" for d in rootfs.get("diff_ids") or []]
+    fields["rootfs"] = {"type": rootfs.get("type") or "", "diff_ids": diff_ids}
+    created = fields.get("created")
+    if isinstance(created, str):
+        parse_time(created)  # a non-RFC 3339 string is a decode error in Go
+    return fields
+
+
+def check_history(fields: JSONObject) -> None:
+    """moby's ``Create`` rule: no more non-empty history entries than layers."""
+    history = fields.get("history") or []
+    non_empty = sum(1 for h in history if not _fold(h or {}, {"empty_layer": "empty_layer"})
+                    .get("empty_layer"))
+    if non_empty > len(fields["rootfs"]["diff_ids"]):
+        raise InvalidImageConfig("too many non-empty layers in History section")
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)"
+)
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 (nanoseconds allowed, truncated to microseconds) to an aware datetime."""
+    m = _RFC3339.fullmatch(value)
+    if not m:
+        raise InvalidImageConfig(f"parsing time {value!r}: not RFC 3339")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    micro = int((m.group(7) or "0").ljust(9, "0")[:6])
+    zone = m.group(8)
+    if zone in ("Z", "z"):
+        tz = timezone.utc
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise InvalidImageConfig(f"parsing time {value!r}: {exc}") from None
+
+
+def format_time(when: datetime) -> str:
+    """RFC3339Nano in UTC with ``Z``, trailing zero fraction digits trimmed (Go's format)."""
+    if when.tzinfo is None:
+        raise ValueError("naive datetime: pass a timezone-aware value")
+    utc = when.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += "." + f"{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+@dataclass(frozen=True)
+class RootFS:
+    type: str
+    diff_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as the store knows it: the config bytes, their parsed view and its parent.
+
+    Parsing is lazy: the index only holds configs that were validated when ingested, and a
+    listing of 100,000 images should not decode 100,000 documents nobody looks at.
+    """
+
+    id: str
+    raw: bytes
+    parent: str | None = None
+
+    @classmethod
+    def from_raw(cls, image_id: str, raw: bytes, parent: str | None = None) -> Image:
+        """An image whose config is validated now (raises ``InvalidImageConfig``)."""
+        image = cls(image_id, raw, parent)
+        image._fields  # noqa: B018 - validate eagerly
+        return image
+
+    @cached_property
+    def _fields(self) -> JSONObject:
+        return parse_config(self.raw)
+
+    def _str(self, key: str) -> str:
+        value = self._fields.get(key)
+        return value if isinstance(value, str) else ""
+
+    @property
+    def created(self) -> datetime | None:
+        value = self._fields.get("created")
+        return parse_time(value) if isinstance(value, str) else None
+
+    @property
+    def author(self) -> str:
+        return self._str("author")
+
+    @property
+    def comment(self) -> str:
+        return self._str("comment")
+
+    @property
+    def os(self) -> str:
+        return self._str("os")
+
+    @property
+    def architecture(self) -> str:
+        return self._str("architecture")
+
+    @property
+    def variant(self) -> str:
+        return self._str("variant")
+
+    @property
+    def docker_version(self) -> str:
+        return self._str("docker_version")
+
+    @property
+    def os_version(self) -> str:
+        return self._str("os.version")
+
+    @property
+    def os_features(self) -> list[str]:
+        return list(self._fields.get("os.features") or [])
+
+    @property
+    def config(self) -> JSONObject | None:
+        value = self._fields.get("config")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def container_config(self) -> JSONObject | None:
+        value = self._fields.get("container_config")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def history(self) -> list[JSONObject]:
+        return list(self._fields.get("history") or [])
+
+    @property
+    def rootfs(self) -> RootFS:
+        rootfs = self._fields.get("rootfs") or {}
+        return RootFS(rootfs.get("type", ""), list(rootfs.get("diff_ids", [])))
+
+    @property
+    def chain_id(self) -> str | None:
+        return _chain_id(self.rootfs.diff_ids)
+
+    def __str__(self) -> str:
+        return self.id

@@ -1,0 +1,150 @@
+"""The layerdb on disk: what moby's layer store reads at start, and how a layer is removed.
+
+The image store only needs what moby's ``LayerGetReleaser`` gives it: does a chain ID exist,
+and release a reference (removing layers nobody references any more). Reference counts are
+answered by the index; this module reads and removes the folders. Graph-driver data (the
+layer's files under ``<data-root>/<driver>/``) is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagestore.digest import PREFIX, is_hex64, is_image_id
+from imagestore.fs import Signature, fsync_dir, read_optional
+
+LAYER_FILES = ("diff", "size", "cache-id", "parent")
+MOUNT_FILES = ("mount-id", "init-id", "parent")
+MAX_INT64 = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Layer:
+    chain_id: str
+    diff_id: str
+    size: int
+    cache_id: str
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class Mount:
+    name: str
+    mount_id: str
+    init_id: str
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class LayerMetadata:
+    """A layer removed from layerdb, as moby's ``layer.Metadata``."""
+
+    chain_id: str
+    diff_id: str
+    size: int
+    diff_size: int
+
+
+class BadEntry(ValueError):
+    """A layerdb entry moby's layer store would refuse to load."""
+
+
+def _digest(raw: bytes | None, what: str) -> str:
+    value = (raw or b"").decode("utf-8", "replace").strip()
+    if not is_image_id(value):
+        raise BadEntry(f"{what} is not a sha256 digest: {value[:80]!r}")
+    return value
+
+
+def _int64(raw: bytes) -> int:
+    # moby parses size with strconv.ParseInt (no trimming, base 10, int64).
+    text = raw.decode("ascii", "replace")
+    if not text or not text.lstrip("+-").isdigit() or not text.isascii():
+        raise BadEntry(f"size is not a decimal integer: {text[:40]!r}")
+    value = int(text)
+    if not -MAX_INT64 - 1 <= value <= MAX_INT64:
+        raise BadEntry("size does not fit in 64 bits")
+    return value
+
+
+def entry_signature(folder: Path, names: tuple[str, ...]) -> str:
+    """One string that changes when any of the named files is added, removed or rewritten."""
+    parts = []
+    for name in names:
+        try:
+            parts.append(str(Signature.of(os.lstat(folder / name))))
+        except FileNotFoundError:
+            parts.append("-")
+    return "|".join(parts)
+
+
+class LayerDB:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers = root / "sha256"
+        self.mounts = root / "mounts"
+
+    def layer_names(self) -> Iterator[str]:
+        """Names of layer folders (64 lowercase hex; ``-removing`` leftovers are not layers)."""
+        yield from _dir_names(self.layers, is_hex64)
+
+    def mount_names(self) -> Iterator[str]:
+        yield from _dir_names(self.mounts, lambda name: not name.startswith("."))
+
+    def read_layer(self, name: str) -> Layer:
+        folder = self.layers / name
+        try:
+            diff = _digest(read_optional(folder / "diff"), "diff")
+            raw_size = read_optional(folder / "size")
+            if raw_size is None:
+                raise BadEntry("size is missing")
+            size = _int64(raw_size)
+            cache_id = (read_optional(folder / "cache-id") or b"").decode("utf-8", "replace")
+            if not cache_id.strip():
+                raise BadEntry("cache-id is missing or empty")
+            raw_parent = read_optional(folder / "parent")
+            parent = None if raw_parent is None else _digest(raw_parent, "parent")
+        except OSError as exc:
+            raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
+        return Layer(PREFIX + name, diff, size, cache_id.strip(), parent)
+
+    def read_mount(self, name: str) -> Mount:
+        folder = self.mounts / name
+        try:
+            mount_id = (read_optional(folder / "mount-id") or b"").decode("utf-8", "replace")
+            init_id = (read_optional(folder / "init-id") or b"").decode("utf-8", "replace")
+            raw_parent = read_optional(folder / "parent")
+            parent = None if raw_parent is None else _digest(raw_parent, "parent")
+        except OSError as exc:
+            raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
+        return Mount(name, mount_id.strip(), init_id.strip(), parent)
+
+    def remove_layer(self, chain_id: str) -> None:
+        """Remove a layer folder the way moby does: rename to ``-removing``, then delete."""
+        hex_name = chain_id[len(PREFIX) :]
+        if not is_hex64(hex_name):
+            raise ValueError(f"not a chain ID: {chain_id!r}")
+        folder = self.layers / hex_name
+        doomed = self.layers / f"{hex_name}-{secrets.token_hex(8)}-removing"
+        try:
+            os.rename(folder, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+        fsync_dir(self.layers)
+
+
+def _dir_names(folder: Path, accept: Callable[[str], bool]) -> Iterator[str]:
+    """Real sub-folders (never symlinks) whose names ``accept`` allows."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False) and accept(entry.name):
+                    yield entry.name
+    except FileNotFoundError:
+        return

@@ -1,0 +1,156 @@
+"""The index's tables. Alembic revisions create them; these models describe them.
+
+The index is derived data: every row can be rebuilt from the root. Columns are plain types
+that sqlite3, sqlite-utils and Datasette users can query directly.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(71)  # "sha256:" + 64 hex
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ImageRow(Base):
+    """An image that passed the restore checks (valid config, digest, layer present)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    created: Mapped[str | None] = mapped_column(Text)
+    os: Mapped[str] = mapped_column(Text)
+    architecture: Mapped[str] = mapped_column(Text)
+    variant: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(Text)
+    comment: Mapped[str] = mapped_column(Text)
+    docker_version: Mapped[str] = mapped_column(Text)
+    chain_id: Mapped[str | None] = mapped_column(ID, index=True)
+    layer_count: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[str | None] = mapped_column(Text)
+    built_locally: Mapped[bool] = mapped_column(Boolean)
+    config_size: Mapped[int] = mapped_column(Integer)
+    # Last so that scans of the narrow columns never read the (overflow) config pages.
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ParentEdge(Base):
+    """``metadata/…/parent`` of an image in the index; the parent itself may be absent."""
+
+    __tablename__ = "image_parents"
+
+    child_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    parent_id: Mapped[str] = mapped_column(ID, index=True)
+
+
+class LayerRow(Base):
+    """A layerdb entry that moby's layer store would load."""
+
+    __tablename__ = "layers"
+
+    chain_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    diff_id: Mapped[str] = mapped_column(ID, index=True)
+    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
+    diff_size: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)  # the whole chain's, as docker reports it
+    cache_id: Mapped[str] = mapped_column(Text)
+    depth: Mapped[int] = mapped_column(Integer)
+
+
+class MountRow(Base):
+    """A container's read-write layer; it holds a reference to its image's top layer."""
+
+    __tablename__ = "mounts"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    mount_id: Mapped[str] = mapped_column(Text)
+    init_id: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
+
+
+class TagRow(Base):
+    """A reference from ``repositories.json``; the image it names may be absent."""
+
+    __tablename__ = "tags"
+
+    ref: Mapped[str] = mapped_column(Text, primary_key=True)
+    repository: Mapped[str] = mapped_column(Text)
+    tag: Mapped[str | None] = mapped_column(Text)
+    digest: Mapped[str | None] = mapped_column(Text)
+    image_id: Mapped[str] = mapped_column(ID, index=True)
+
+
+class EntryRow(Base):
+    """What was on disk when an entry was last read, so an unchanged entry is not re-read."""
+
+    __tablename__ = "entries"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    signature: Mapped[str] = mapped_column(Text)
+
+
+class ProblemRow(Base):
+    """A store entry that was skipped, and why (moby logs these and carries on)."""
+
+    __tablename__ = "problems"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    found_at: Mapped[str] = mapped_column(Text)
+
+
+class SettingRow(Base):
+    """Facts about the index itself (which root it mirrors, when it was last synced)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# Core handles for the hot paths (bulk inserts and set-based queries, no ORM objects).
+images = _table(ImageRow)
+parents = _table(ParentEdge)
+layers = _table(LayerRow)
+mounts = _table(MountRow)
+tags = _table(TagRow)
+entries = _table(EntryRow)
+problems = _table(ProblemRow)
+settings = _table(SettingRow)
+
+__all__ = [
+    "Base", "ImageRow", "ParentEdge", "LayerRow", "MountRow", "TagRow", "EntryRow",
+    "ProblemRow", "SettingRow", "images", "parents", "layers", "mounts", "tags", "entries",
+    "problems", "settings",
+]

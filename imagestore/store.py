@@ -1,0 +1,435 @@
+"""moby's image ``Store`` on top of the index: every question is answered in SQL.
+
+Writes go to disk first (the root stays the source of truth, readable by a real engine), then
+to the index in one transaction, under a lock that serialises writers of the same index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine, delete, exists, func, select, text, update
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from imagestore import db, schema
+from imagestore.digest import (
+    PREFIX,
+    hex_of,
+    is_hex64,
+    normalize_id,
+    parse_search_term,
+    prefix_upper_bound,
+)
+from imagestore.errors import (
+    AmbiguousImageID,
+    ImageNotFound,
+    ImageStoreError,
+    IndexUnavailable,
+    LayerNotFound,
+    ReadOnlyStore,
+)
+from imagestore.fs import ImageDB
+from imagestore.image import Image, check_history, format_time, parse_config, parse_time
+from imagestore.layers import LayerMetadata
+from imagestore.references import normalize_reference
+from imagestore.sync import (
+    CONTENT,
+    LAYERS,
+    METADATA,
+    Root,
+    SyncReport,
+    ingest_image,
+    record_signatures,
+    run,
+    set_parent_edge,
+)
+
+MAX_CANDIDATES = 1000
+
+
+def find_root(path: str | os.PathLike[str]) -> Path:
+    """The image root for ``path``: the folder itself, or ``image/<driver>`` of a data-root."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ImageStoreError(f"root {str(root)!r} is not a directory")
+    if (root / "imagedb").is_dir() or (root / "layerdb").is_dir():
+        return root
+    drivers = sorted(p for p in (root / "image").glob("*") if (p / "imagedb").is_dir())
+    if len(drivers) == 1:
+        return drivers[0]
+    if len(drivers) > 1:
+        names = ", ".join(p.name for p in drivers)
+        raise ImageStoreError(f"{root} holds several image roots ({names}): pick one of image/*")
+    raise ImageStoreError(f"{root} is not a Docker image root (no imagedb/ or layerdb/)")
+
+
+def _image_id(value: str) -> str:
+    """A full ID from user input, or ``ImageNotFound`` (never a path from garbage)."""
+    image_id = normalize_id(value) if isinstance(value, str) else None
+    if image_id is None:
+        raise ImageNotFound(f"No such image: {str(value)[:100]!r} is not a full image ID")
+    return image_id
+
+
+class Store:
+    """A Docker image root and its index. Use ``imagestore.open`` to get one."""
+
+    def __init__(self, root: Path, engine: Engine, lock_path: Path, *, readonly: bool) -> None:
+        self.root = Root(root)
+        self.engine = engine
+        self.readonly = readonly
+        self._lock_path = lock_path
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None,
+                                   TracebackType | None]) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Connection]:
+        """The writer's lock (one writer per index at a time), then a write transaction."""
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                yield conn
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[Connection]:
+        if self.readonly:
+            raise ReadOnlyStore(f"cannot {what}: the store was opened read-only")
+        with self._locked() as conn:
+            yield conn
+
+    def _imagedb(self) -> ImageDB:
+        return ImageDB(self.root.path / "imagedb", create=not self.readonly)
+
+    @staticmethod
+    def _require(conn: Connection, image_id: str, message: str = "No such image") -> None:
+        t = schema.images
+        if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is None:
+            raise ImageNotFound(f"{message}: {image_id}")
+
+    # -- the moby Store interface -----------------------------------------------------------
+    def create(self, config: bytes) -> str:
+        """Store a config; idempotent. The layers its rootfs names must be in layerdb."""
+        if not isinstance(config, (bytes, bytearray)):
+            raise InvalidConfigType("config must be bytes")
+        config = bytes(config)
+        fields = parse_config(config)
+        check_history(fields)
+        with self._write("create an image") as conn:
+            image_id = self._imagedb().set(config)
+            t = schema.images
+            if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is not None:
+                return image_id
+            image = Image(image_id, config)
+            chain = image.chain_id
+            if chain is not None and conn.execute(
+                select(schema.layers.c.chain_id).where(schema.layers.c.chain_id == chain)
+            ).first() is None:
+                raise LayerNotFound(f"failed to get layer {chain}: layer does not exist")
+            problem = ingest_image(conn, self.root, image_id)
+            if problem is not None:
+                raise ImageStoreError(f"image {image_id} did not load: {problem.reason}")
+            return image_id
+
+    def get(self, image_id: str) -> Image:
+        image_id = _image_id(image_id)
+        t, p = schema.images, schema.parents
+        query = (select(t.c.raw, p.c.parent_id).outerjoin(p, p.c.child_id == t.c.id)
+                 .where(t.c.id == image_id))
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise ImageNotFound(f"No such image: {image_id}")
+        return Image(image_id, row.raw, row.parent_id)
+
+    def delete(self, image_id: str) -> list[LayerMetadata]:
+        """Delete as moby does: children lose their parent link, unreferenced layers go."""
+        image_id = _image_id(image_id)
+        t, p, lt = schema.images, schema.parents, schema.layers
+        with self._write("delete an image") as conn:
+            row = conn.execute(select(t.c.chain_id).where(t.c.id == image_id)).first()
+            if row is None:
+                raise ImageNotFound(f"unrecognized image ID {image_id}")
+            children = list(conn.scalars(select(p.c.child_id).where(p.c.parent_id == image_id)))
+            imagedb = self._imagedb()
+            for child in children:
+                imagedb.delete_metadata(child, "parent")
+            imagedb.delete(image_id)
+            conn.execute(delete(p).where(p.c.parent_id == image_id))
+            conn.execute(delete(t).where(t.c.id == image_id))
+            released = self._release(conn, row.chain_id)
+            for layer in released:
+                self.root.layerdb.remove_layer(layer.chain_id)
+                conn.execute(delete(lt).where(lt.c.chain_id == layer.chain_id))
+            touched = [CONTENT + hex_of(image_id), METADATA + hex_of(image_id)]
+            touched += [METADATA + hex_of(c) for c in children]
+            touched += [LAYERS + hex_of(m.chain_id) for m in released]
+            record_signatures(conn, self.root, touched)
+            return released
+
+    @staticmethod
+    def _release(conn: Connection, chain: str | None) -> list[LayerMetadata]:
+        """Layers left with no reference once the image's row is gone, top first."""
+        t, lt, mt = schema.images, schema.layers, schema.mounts
+        released: list[LayerMetadata] = []
+        while chain is not None:
+            refs = conn.execute(select(
+                select(func.count()).where(t.c.chain_id == chain).scalar_subquery()
+                + select(func.count()).where(lt.c.parent_id == chain).scalar_subquery()
+                + select(func.count()).where(mt.c.parent_id == chain).scalar_subquery()
+            )).scalar_one()
+            layer = conn.execute(select(lt).where(lt.c.chain_id == chain)).first()
+            if refs or layer is None:
+                break
+            released.append(LayerMetadata(layer.chain_id, layer.diff_id, layer.size,
+                                          layer.diff_size))
+            conn.execute(delete(lt).where(lt.c.chain_id == chain))
+            chain = layer.parent_id
+        return released
+
+    def search(self, term: str) -> str:
+        """The one ID starting with ``term`` (moby's digest-set rules, no minimum length)."""
+        parsed = parse_search_term(term) if isinstance(term, str) else None
+        if parsed is None or not parsed.possible or not parsed.hex_prefix:
+            raise ImageNotFound(f"No such image: {str(term)[:100]}")
+        ids = self._prefix_query(parsed.hex_prefix, 2)
+        if not ids:
+            raise ImageNotFound(f"No such image: {term}")
+        if len(ids) > 1:
+            raise AmbiguousImageID(term, self._prefix_query(parsed.hex_prefix, MAX_CANDIDATES))
+        return ids[0]
+
+    def _prefix_query(self, hex_prefix: str, limit: int) -> list[str]:
+        t = schema.images
+        query = (select(t.c.id)
+                 .where(t.c.id >= PREFIX + hex_prefix, t.c.id < prefix_upper_bound(hex_prefix))
+                 .order_by(t.c.id).limit(limit))
+        with self._read() as conn:
+            return list(conn.scalars(query))
+
+    def set_parent(self, image_id: str, parent: str) -> None:
+        image_id, parent = _image_id(image_id), _image_id(parent)
+        with self._write("set a parent") as conn:
+            self._require(conn, parent, "unknown parent image ID")
+            self._require(conn, image_id)
+            if parent == image_id or image_id in self._ancestors(conn, parent):
+                raise ImageStoreError(
+                    f"cannot make {parent} the parent of {image_id}: it would create a cycle")
+            self._imagedb().set_metadata(image_id, "parent", parent.encode())
+            set_parent_edge(conn, image_id, parent)
+            record_signatures(conn, self.root, [METADATA + hex_of(image_id)])
+
+    @staticmethod
+    def _ancestors(conn: Connection, image_id: str) -> set[str]:
+        query = text(
+            "WITH RECURSIVE up(id) AS (SELECT :id UNION "
+            "SELECT p.parent_id FROM image_parents p JOIN up ON p.child_id = up.id) "
+            "SELECT id FROM up"
+        )
+        return set(conn.scalars(query, {"id": image_id}))
+
+    def get_parent(self, image_id: str) -> str | None:
+        image_id = _image_id(image_id)
+        p = schema.parents
+        with self._read() as conn:
+            self._require(conn, image_id)
+            return conn.scalar(select(p.c.parent_id).where(p.c.child_id == image_id))
+
+    def children(self, image_id: str) -> list[str]:
+        image_id = _image_id(image_id)
+        p = schema.parents
+        with self._read() as conn:
+            return list(conn.scalars(
+                select(p.c.child_id).where(p.c.parent_id == image_id).order_by(p.c.child_id)))
+
+    def map(self) -> dict[str, Image]:
+        return self._images(None)
+
+    def heads(self) -> dict[str, Image]:
+        """Images that no image in the store names as its parent."""
+        child = schema.parents.alias("child")
+        return self._images(~exists().where(child.c.parent_id == schema.images.c.id))
+
+    def _images(self, where: object) -> dict[str, Image]:
+        t, p = schema.images, schema.parents
+        query = select(t.c.id, t.c.raw, p.c.parent_id).outerjoin(p, p.c.child_id == t.c.id)
+        if where is not None:
+            query = query.where(where)  # type: ignore[arg-type]
+        with self._read() as conn:
+            return {r.id: Image(r.id, r.raw, r.parent_id) for r in conn.execute(query)}
+
+    def __len__(self) -> int:
+        with self._read() as conn:
+            return int(conn.scalar(select(func.count()).select_from(schema.images)) or 0)
+
+    def __contains__(self, image_id: object) -> bool:
+        if not isinstance(image_id, str) or normalize_id(image_id) is None:
+            return False
+        t = schema.images
+        with self._read() as conn:
+            return conn.execute(
+                select(t.c.id).where(t.c.id == normalize_id(image_id))).first() is not None
+
+    def set_last_updated(self, image_id: str, when: datetime | None = None) -> None:
+        image_id = _image_id(image_id)
+        stamp = format_time(when or datetime.now(timezone.utc))
+        self._set_metadata(image_id, "lastUpdated", stamp.encode(), last_updated=stamp)
+
+    def get_last_updated(self, image_id: str) -> datetime | None:
+        value = self._column(image_id, schema.images.c.last_updated)
+        return parse_time(value) if value else None
+
+    def set_built_locally(self, image_id: str) -> None:
+        self._set_metadata(_image_id(image_id), "builtLocally", b"\x01", built_locally=True)
+
+    def is_built_locally(self, image_id: str) -> bool:
+        return bool(self._column(image_id, schema.images.c.built_locally))
+
+    def _set_metadata(self, image_id: str, key: str, data: bytes, **values: object) -> None:
+        t = schema.images
+        with self._write(f"set {key}") as conn:
+            self._require(conn, image_id)
+            self._imagedb().set_metadata(image_id, key, data)
+            conn.execute(update(t).where(t.c.id == image_id).values(**values))
+            record_signatures(conn, self.root, [METADATA + hex_of(image_id)])
+
+    def _column(self, image_id: str, column: object) -> object:
+        image_id = _image_id(image_id)
+        t = schema.images
+        with self._read() as conn:
+            row = conn.execute(select(column).where(t.c.id == image_id)).first()  # type: ignore[call-overload]
+        if row is None:
+            raise ImageNotFound(f"No such image: {image_id}")
+        return row[0]
+
+    def sync(self, *, full: bool = False) -> SyncReport:
+        """Bring the index up to date with the root (``full``: rebuild it from scratch)."""
+        with self._locked() as conn:
+            return run(conn, self.root, full=full)
+
+    # -- beyond moby: what a command line needs ---------------------------------------------
+    def resolve(self, ref: str) -> str:
+        """A REF as docker resolves it: full ID, then a name from repositories.json, then a
+        unique ID prefix."""
+        if not isinstance(ref, str) or not ref or len(ref) > 4096 or "\x00" in ref:
+            raise ImageNotFound(f"No such image: {str(ref)[:100]!r}")
+        full = normalize_id(ref)
+        if full is not None and full in self:
+            return full
+        tt = schema.tags
+        with self._read() as conn:
+            target = conn.scalar(select(tt.c.image_id).where(tt.c.ref == normalize_reference(ref)))
+            if target is not None:
+                self._require(conn, target, f"reference {ref} names a missing image")
+                return str(target)
+        return self.search(ref)
+
+    def references(self, image_id: str) -> list[str]:
+        tt = schema.tags
+        with self._read() as conn:
+            return list(conn.scalars(select(tt.c.ref).where(tt.c.image_id == image_id)
+                                     .order_by(tt.c.ref)))
+
+    def size(self, image_id: str) -> int:
+        """Bytes of the image's whole layer chain (docker's ``Size``)."""
+        t, lt = schema.images, schema.layers
+        query = (select(func.coalesce(lt.c.size, 0)).select_from(t)
+                 .outerjoin(lt, lt.c.chain_id == t.c.chain_id).where(t.c.id == _image_id(image_id)))
+        with self._read() as conn:
+            value = conn.scalar(query)
+        if value is None:
+            raise ImageNotFound(f"No such image: {image_id}")
+        return int(value)
+
+
+class InvalidConfigType(ImageStoreError, TypeError):
+    """``create`` was handed something that is not bytes."""
+
+
+def _lock_path(url: str, root: Path) -> Path:
+    path = db.sqlite_path(url)
+    if path is not None:
+        return path.with_name(path.name + ".lock")
+    key = hashlib.sha256(f"{url}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
+    folder = db.state_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{key}.lock"
+
+
+def _prepare(url: str, *, readonly: bool) -> Engine:
+    """An engine on an index at the schema head; a corrupt SQLite index is set aside and
+    rebuilt (it is derived data), except when opened read-only."""
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        return engine
+    except (DatabaseError, OperationalError) as exc:
+        engine.dispose()
+        path = db.sqlite_path(url)
+        if path is None or not db.is_corrupt(engine, exc):
+            raise IndexUnavailable(f"cannot open index {url}: {exc.orig or exc}") from None
+        if readonly:
+            raise IndexUnavailable(
+                f"index {path} is corrupt; open without --readonly to rebuild it") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    warnings.warn(f"index {path} is corrupt: moved to {aside.name} and rebuilt from the root",
+                  stacklevel=3)
+    shutil.move(path, aside)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    return engine
+
+
+def open(  # noqa: A001 - the library's entry point mirrors the builtin on purpose
+    root: str | os.PathLike[str],
+    index: str | os.PathLike[str] | None = None,
+    *,
+    readonly: bool = False,
+    sync: bool = True,
+) -> Store:
+    """Open the image root ``root`` with its index (created and migrated as needed)."""
+    image_root = find_root(root)
+    if not readonly:
+        ImageDB(image_root / "imagedb", create=True)
+    url = db.index_url(index, image_root)
+    engine = _prepare(url, readonly=readonly)
+    store = Store(image_root, engine, _lock_path(url, image_root), readonly=readonly)
+    if sync:
+        try:
+            store.sync()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+__all__ = ["Store", "find_root", "is_hex64", "open"]
