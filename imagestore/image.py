@@ -284,6 +284,12 @@ class Image:
         return parse_time(value) if isinstance(value, str) else None
 
     @property
+    def created_text(self) -> str | None:
+        """``created`` as written in the config (nanoseconds kept), for exact output."""
+        value = self._fields.get("created")
+        return value if isinstance(value, str) else None
+
+    @property
     def author(self) -> str:
         return self._str("author")
 

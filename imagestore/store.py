@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import warnings
@@ -37,7 +38,7 @@ from imagestore.errors import (
     LayerNotFound,
     ReadOnlyStore,
 )
-from imagestore.fs import ImageDB
+from imagestore.fs import ImageDB, atomic_write, read_optional
 from imagestore.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.layers import LayerMetadata
 from imagestore.references import normalize_reference
@@ -45,6 +46,7 @@ from imagestore.sync import (
     CONTENT,
     LAYERS,
     METADATA,
+    REPOSITORIES,
     Root,
     SyncReport,
     ingest_image,
@@ -348,6 +350,37 @@ class Store:
                 self._require(conn, target, f"reference {ref} names a missing image")
                 return str(target)
         return self.search(ref)
+
+    def untag(self, image_id: str) -> list[str]:
+        """Remove every reference to the image from ``repositories.json``; the removed refs.
+
+        Not part of moby's image store (the daemon untags before it deletes), but a root whose
+        reference store names a deleted image confuses the engine, so the CLI's ``rm`` does it.
+        """
+        image_id = _image_id(image_id)
+        path = self.root.repositories
+        with self._write("untag an image") as conn:
+            raw = read_optional(path)
+            if raw is None:
+                return []
+            try:
+                doc = json.loads(raw)
+                repos = doc["Repositories"]
+                removed = sorted(ref for entries in repos.values() for ref, target in
+                                 entries.items() if target == image_id)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
+            if not removed:
+                return []
+            for name in list(repos):
+                repos[name] = {r: i for r, i in repos[name].items() if i != image_id}
+                if not repos[name]:
+                    del repos[name]
+            atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+            tt = schema.tags
+            conn.execute(delete(tt).where(tt.c.image_id == image_id))
+            record_signatures(conn, self.root, [REPOSITORIES])
+            return removed
 
     def references(self, image_id: str) -> list[str]:
         tt = schema.tags
