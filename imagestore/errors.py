@@ -21,8 +21,8 @@ class AmbiguousImageID(ImageStoreError):
     def __init__(self, term: str, candidates: list[str]) -> None:
         self.term = term
         self.candidates = sorted(candidates)
-        shown = ", ".join(self.candidates[:5])
-        more = f" and {len(self.candidates) - 5} more" if len(self.candidates) > 5 else ""
+        shown = ", ".join(self.candidates[:20])
+        more = f" and {len(self.candidates) - 20} more" if len(self.candidates) > 20 else ""
         super().__init__(f"ambiguous image ID {term!r}: matches {shown}{more}")
 
 

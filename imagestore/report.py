@@ -77,7 +77,10 @@ def _rfc3339(value: str | None) -> str | None:
 # -- docker image inspect ------------------------------------------------------------------
 def inspect(store: Store, image_id: str) -> Row:
     image = store.get(image_id)
-    last = store.get_last_updated(image_id)
+    t = schema.images
+    with store.engine.connect() as conn:
+        meta = conn.execute(select(t.c.last_updated, t.c.built_locally)
+                            .where(t.c.id == image.id)).one()
     return {
         "id": image.id,
         "repo_tags": store.references(image_id),
@@ -98,8 +101,8 @@ def inspect(store: Store, image_id: str) -> Row:
         "history": image.history,
         "config": image.config,
         "container_config": image.container_config,
-        "last_updated": format_time(last) if last else None,
-        "built_locally": store.is_built_locally(image_id),
+        "last_updated": _rfc3339(meta.last_updated),
+        "built_locally": bool(meta.built_locally),
     }
 
 

@@ -1,9 +1,10 @@
-"""Alembic environment: runs on the connection the library (or pytest-alembic) hands in."""
+"""Alembic environment. The library hands in a Connection (inside its write transaction);
+pytest-alembic hands in an Engine; the alembic command line uses alembic.ini's URL."""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, engine_from_config, pool
 
 from imagestore.schema import Base
 
@@ -11,29 +12,31 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata,
+                      render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run(given)
         return
-    engine = engine_from_config(
+    engine = given or engine_from_config(
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
     )
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(conn)
+        conn.commit()
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True)
+    context.configure(url=config.get_main_option("sqlalchemy.url"),
+                      target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -1,0 +1,95 @@
+"""`imagestore ls` against what Docker 20.10 itself listed for the same store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from conftest import TRUTH, truth_json, truth_jsonl
+
+from imagestore.report import human_size
+
+
+def _docker_rows(name: str) -> set[tuple[str, str, str, str]]:
+    return {(r["ID"], r["Repository"], r["Tag"], r["Size"]) for r in truth_jsonl(name)}
+
+
+def _our_rows(rows: list[dict[str, object]]) -> set[tuple[str, str, str, str]]:
+    return {(str(r["id"]), str(r["repository"] or "<none>"), str(r["tag"] or "<none>"),
+             human_size(int(r["size"]))) for r in rows}  # type: ignore[call-overload]
+
+
+def test_ls_matches_docker_images(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    result = run_cli(capsys, real_root, "ls", "--json")
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert len(rows) == len(truth_jsonl("images.jsonl")) == 13
+    assert _our_rows(rows) == _docker_rows("images.jsonl")
+
+
+def test_ls_all_matches_docker_images_a(capsys: pytest.CaptureFixture[str],
+                                        real_root: Path) -> None:
+    rows = run_cli(capsys, real_root, "ls", "-a", "--json").json()
+    assert len(rows) == 41
+    assert _our_rows(rows) == _docker_rows("images-all.jsonl")
+
+
+def test_ls_sizes_parents_and_times_match_the_api(capsys: pytest.CaptureFixture[str],
+                                                  real_root: Path) -> None:
+    api = {i["Id"]: i for i in truth_json("api/images-json-all.json")}
+    rows = run_cli(capsys, real_root, "ls", "-a", "--json").json()
+    assert {r["id"] for r in rows} == set(api)
+    for row in rows:
+        truth = api[row["id"]]
+        assert row["size"] == truth["Size"]
+        assert (row["parent"] or "") == truth["ParentId"]
+        created = datetime.fromisoformat(row["created"][:19]).replace(tzinfo=timezone.utc)
+        assert int(created.timestamp()) == truth["Created"]
+        assert row["created"].endswith("Z")
+        tags = [f"{r['repository']}:{r['tag']}" for r in rows
+                if r["id"] == row["id"] and r["tag"]]
+        assert sorted(tags) == sorted(t for t in truth["RepoTags"] or [] if t != "<none>:<none>")
+
+
+@pytest.mark.parametrize("extra", [[], ["-a"]])
+def test_ls_dangling_matches_docker(capsys: pytest.CaptureFixture[str], real_root: Path,
+                                    extra: list[str]) -> None:
+    rows = run_cli(capsys, real_root, "ls", "--dangling", *extra, "--json").json()
+    expected = set((TRUTH / "images-dangling.txt").read_text().split())
+    assert {r["id"] for r in rows} == expected
+    assert all(r["repository"] is None and r["tag"] is None for r in rows)
+
+
+def test_ls_table_looks_like_docker_images(capsys: pytest.CaptureFixture[str],
+                                           real_root: Path) -> None:
+    out = run_cli(capsys, real_root, "ls").out.splitlines()
+    assert out[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    body = {(line.split()[0], line.split()[1], line.split()[2]) for line in out[1:]}
+    expected = {(r["Repository"], r["Tag"], r["ID"].split(":")[1][:12])
+                for r in truth_jsonl("images.jsonl")}
+    assert body == expected
+    assert any(line.rstrip().endswith("1.98MB") for line in out[1:])
+
+
+def test_ls_csv_and_nl(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    csv_out = run_cli(capsys, real_root, "ls", "--csv").out.splitlines()
+    assert csv_out[0] == "id,repository,tag,created,size,parent"
+    assert len(csv_out) == 14
+    nl = run_cli(capsys, real_root, "ls", "-a", "--nl").out.splitlines()
+    assert len(nl) == 41
+
+
+def test_ls_quiet_prints_unique_short_ids(capsys: pytest.CaptureFixture[str],
+                                          real_root: Path) -> None:
+    ids = run_cli(capsys, real_root, "ls", "-q").out.split()
+    assert len(ids) == len(set(ids)) == 11  # 13 rows; two images carry two tags each
+    assert all(len(i) == 12 for i in ids)
+
+
+def test_human_size_follows_docker() -> None:
+    assert human_size(1982364) == "1.98MB"
+    assert human_size(228) == "228B"
+    assert human_size(12345) == "12.3kB"
+    assert human_size(0) == "0B"

@@ -1,0 +1,117 @@
+"""`imagestore sql`: read-only by construction, and the reporting views as documented."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+from conftest import truth_json
+
+
+def _dump(index: Path) -> list[str]:
+    conn = sqlite3.connect(index)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "DELETE FROM images",
+        "UPDATE images SET os = 'x'",
+        "INSERT INTO settings VALUES ('a', 'b')",
+        "DROP TABLE images",
+        "CREATE TABLE x (a)",
+        "ATTACH DATABASE '/tmp/evil.sqlite' AS evil",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA user_version = 7",
+        "VACUUM INTO '/tmp/imagestore-copy.sqlite'",
+        "SELECT 1; DELETE FROM images",
+        "WITH x AS (SELECT 1) DELETE FROM images",
+        "WITH x AS (SELECT 1) INSERT INTO settings SELECT 'a', 'b' FROM x",
+        "/* hidden */ DELETE FROM images",
+        "select load_extension('/tmp/nothing.so')",
+        "REINDEX",
+        "ANALYZE",
+    ],
+)
+def test_sql_refuses_anything_but_reading(capsys: pytest.CaptureFixture[str], real_root: Path,
+                                          index: Path, query: str) -> None:
+    assert run_cli(capsys, real_root, "sync", index=index).code == 0
+    before = _dump(index)
+    result = run_cli(capsys, real_root, "sql", query, index=index)
+    assert result.code == 1, result.out
+    assert result.err.startswith("imagestore: ")
+    assert _dump(index) == before
+    assert not Path("/tmp/imagestore-copy.sqlite").exists()
+
+
+def test_sql_reads_with_every_format(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    q = "SELECT count(*) AS n FROM images"
+    assert run_cli(capsys, real_root, "sql", q, "--json").json() == [{"n": 39}]
+    assert run_cli(capsys, real_root, "sql", q, "--csv").out == "n\n39\n"
+    assert run_cli(capsys, real_root, "sql", q, "--nl").out == '{"n": 39}\n'
+    assert run_cli(capsys, real_root, "sql", q + ";").out.split() == ["n", "39"]
+    params = run_cli(capsys, real_root, "sql", "SELECT ? + 1 AS x", "-p", "41", "--json")
+    assert params.json() == [{"x": 42}]
+
+
+def test_image_list_view(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    truth = {t["Id"]: t for t in truth_json("image-inspect.json")}
+    rows = run_cli(capsys, real_root, "sql", "SELECT * FROM image_list", "--json").json()
+    assert len(rows) == 39
+    parents = {t["Parent"] for t in truth.values()}
+    for r in rows:
+        t = truth[r["id"]]
+        assert r["size"] == t["Size"]
+        assert (r["parent"] or "") == t["Parent"]
+        assert bool(r["is_head"]) == (r["id"] not in parents)
+        assert bool(r["is_dangling"]) == (r["id"] not in parents and not t["RepoTags"])
+        assert sorted((r["tags"] or "").split(", ") if r["tags"] else []) == sorted(t["RepoTags"])
+
+
+def test_layer_usage_view(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    truth = truth_json("image-inspect.json")
+    rows = run_cli(capsys, real_root, "sql", "SELECT * FROM layer_usage", "--json").json()
+    assert len(rows) == 13
+    from imagestore.digest import chain_ids
+
+    users: dict[str, set[str]] = {}
+    for t in truth:
+        for c in chain_ids(t["RootFS"].get("Layers", [])):
+            users.setdefault(c, set()).add(t["Id"])
+    for r in rows:
+        expected = users.get(r["chain_id"], set())
+        assert r["images"] == len(expected)
+        assert set((r["image_ids"] or "").split(", ")) - {""} == expected
+        assert r["shared_bytes"] == r["diff_size"] * max(len(expected) - 1, 0)
+    assert sum(r["containers"] for r in rows) == 2
+
+
+def test_readme_recipes_run(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    shared = run_cli(capsys, real_root, "sql",
+                     "SELECT chain_id, images, shared_bytes FROM layer_usage "
+                     "ORDER BY images DESC LIMIT 3", "--json").json()
+    assert len(shared) == 3 and shared[0]["images"] >= shared[1]["images"]
+    old = run_cli(capsys, real_root, "sql",
+                  "SELECT id FROM image_list WHERE is_dangling "
+                  "AND julianday(created) < julianday('now', '-30 days')", "--json")
+    assert old.code == 0
+    recent = run_cli(capsys, real_root, "sql",
+                     "SELECT id FROM image_list WHERE is_dangling "
+                     "AND julianday(created) < julianday('2100-01-01')", "--json").json()
+    assert [r["id"] for r in recent] == [truth_json("image-inspect.json")[0]["Id"]] or \
+        len(recent) == 1
+
+
+def test_sync_problems_view_lists_skipped_entries(capsys: pytest.CaptureFixture[str],
+                                                  real_root: Path) -> None:
+    bad = real_root / "imagedb/content/sha256" / ("ab" * 32)
+    bad.write_bytes(b"not json")
+    rows = run_cli(capsys, real_root, "sql", "SELECT * FROM sync_problems", "--json").json()
+    assert [(r["path"], r["kind"]) for r in rows] == [
+        ("imagedb/content/sha256/" + "ab" * 32, "digest-mismatch")]
