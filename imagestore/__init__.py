@@ -1,9 +1,11 @@
-"""imagestore: Docker's image store over the on-disk imagedb/layerdb, with a persistent SQL index."""
+"""imagestore: Docker's image store over the on-disk imagedb/layerdb, with a persistent SQL
+index."""
 
 from __future__ import annotations
 
 from imagestore.errors import (
     AmbiguousImageID,
+    DaemonRunning,
     DigestMismatch,
     ImageNotFound,
     ImageStoreError,
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousImageID",
+    "DaemonRunning",
     "DigestMismatch",
     "Image",
     "ImageNotFound",

@@ -23,10 +23,11 @@ LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 
 
 class Context:
-    def __init__(self, root: str | None, index: str | None, readonly: bool) -> None:
+    def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool) -> None:
         self.root = root
         self.index = index
         self.readonly = readonly
+        self.force = force
         self._store: Store | None = None
 
     def store(self, *, write: bool = False) -> Store:
@@ -35,7 +36,8 @@ class Context:
         if self._store is None:
             if write and self.readonly:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
-            self._store = imagestore.open(self.root, self.index, readonly=self.readonly)
+            self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
+                                          force=self.force)
         return self._store
 
     def close(self) -> None:
@@ -73,12 +75,15 @@ def emit_ids(ids: Sequence[str], fmt: str | None) -> None:
               help="Index file or SQLAlchemy URL (default: one SQLite file per root under "
                    "$XDG_STATE_HOME/imagestore). [env: IMAGESTORE_INDEX]")
 @click.option("--readonly", is_flag=True,
-              help="Never write under the root (evidence, mounted images); the index is still kept.")
+              help="Never write under the root (evidence, mounted images); the index is kept.")
+@click.option("--force", is_flag=True,
+              help="Write even while a dockerd is using the root (it will not notice).")
 @click.version_option(imagestore.__version__, prog_name="imagestore")
 @click.pass_context
-def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool) -> None:
+def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
+        force: bool) -> None:
     """Docker's image store, read and written without a daemon, with a persistent SQL index."""
-    ctx.obj = Context(root, index, readonly)
+    ctx.obj = Context(root, index, readonly, force)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -251,9 +256,9 @@ def sql(ctx: Context, query: str, params: tuple[str, ...], fmt: str | None) -> N
     """Run one read-only SQL query on the index (see the views in the README)."""
     columns, rows = report.run_sql(ctx.store(), query, params)
     if fmt == "json":
-        emit(report.to_json([dict(zip(columns, r)) for r in rows]) + "\n")
+        emit(report.to_json([dict(zip(columns, r, strict=True)) for r in rows]) + "\n")
     elif fmt == "nl":
-        emit(report.to_nl(dict(zip(columns, r)) for r in rows))
+        emit(report.to_nl(dict(zip(columns, r, strict=True)) for r in rows))
     elif fmt == "csv":
         emit(report.to_csv(columns, rows))
     else:
@@ -286,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - the promise is: never a traceback
+    except Exception as exc:
         if os.environ.get("IMAGESTORE_DEBUG"):
             raise
         click.echo(f"imagestore: internal error: {_one_line(f'{type(exc).__name__}: {exc}')}",

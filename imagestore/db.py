@@ -88,10 +88,10 @@ def is_corrupt(engine: Engine, exc: BaseException) -> bool:
 
 
 def migrations_dir() -> Path:
-    """The Alembic scripts: packaged as ``imagestore._migrations``, or ./migrations in a checkout."""
+    """Alembic scripts: packaged as ``imagestore._migrations``, or ./migrations in a checkout."""
     spec = importlib.util.find_spec("imagestore._migrations")
     if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
+        return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parent.parent / "migrations"
 
 

@@ -42,12 +42,17 @@ class ReadOnlyStore(ImageStoreError):
     """A writing method was called on a store opened with ``readonly=True``."""
 
 
+class DaemonRunning(ImageStoreError):
+    """A live ``dockerd`` owns the root: writing under it would corrupt its view."""
+
+
 class IndexUnavailable(ImageStoreError):
     """The index cannot be opened or brought to the current schema."""
 
 
 __all__ = [
     "AmbiguousImageID",
+    "DaemonRunning",
     "DigestMismatch",
     "ImageNotFound",
     "ImageStoreError",

@@ -40,7 +40,7 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
     )
     with store.engine.connect() as conn:
         images = conn.execute(query).all()
-        refs: dict[str, list[tuple[str, str | None]]] = {}
+        refs: dict[str, list[tuple[str | None, str | None]]] = {}
         for r in conn.execute(select(tt.c.image_id, tt.c.repository, tt.c.tag)
                               .order_by(tt.c.repository, tt.c.tag)):
             refs.setdefault(r.image_id, []).append((r.repository, r.tag))
@@ -53,7 +53,8 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
             continue
         base = {"id": img.id, "created": _rfc3339(img.created), "size": int(img.size or 0),
                 "parent": img.parent_id}
-        tagged = [(repo, tag) for repo, tag in names if tag is not None]
+        tagged: list[tuple[str | None, str | None]] = [
+            (repo, tag) for repo, tag in names if tag is not None]
         if not tagged and names:  # digest-only references show as repo <none>
             tagged = sorted({(repo, None) for repo, _ in names})
         for repo, tag in tagged or [(None, None)]:
@@ -173,11 +174,15 @@ def _strip_comments(sql: str) -> str:
     return re.sub(r"(--[^\n]*\n?)|(/\*.*?\*/)", " ", sql, flags=re.DOTALL)
 
 
-def run_sql(store: Store, query: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+Result = tuple[list[str], list[tuple[Any, ...]]]
+
+
+def run_sql(store: Store, query: str, params: Sequence[Any] = ()) -> Result:
     """Run one read-only statement on the index; anything else is refused, nothing written."""
     body = _strip_comments(query).strip().rstrip(";").strip()
     if not _ALLOWED_START.match(body):
-        raise ImageStoreError("sql: only a single SELECT / WITH / VALUES / EXPLAIN statement is allowed")
+        raise ImageStoreError(
+            "sql: only a single SELECT / WITH / VALUES / EXPLAIN statement is allowed")
     path = db.sqlite_path(str(store.engine.url))
     if path is None:
         return _run_sql_generic(store, body, params)
@@ -197,14 +202,14 @@ def run_sql(store: Store, query: str, params: Sequence[Any] = ()) -> tuple[list[
         conn.close()
 
 
-def _run_sql_generic(store: Store, body: str, params: Sequence[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _run_sql_generic(store: Store, body: str, params: Sequence[Any]) -> Result:
     if ";" in body:
         raise ImageStoreError("sql: only a single statement is allowed")
     with store.engine.connect() as conn:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         try:
             result = conn.execute(text(body))
-        except Exception as exc:  # noqa: BLE001 - any driver error is a user error here
+        except Exception as exc:
             raise ImageStoreError(f"sql: {exc}") from None
         columns = list(result.keys())
         rows = [tuple(r) for r in result]
@@ -280,7 +285,7 @@ def to_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [[str(c) for c in columns]]
     cells += [["" if v is None else str(jsonable(v)) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n"
+    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
                    for r in cells)
 
 

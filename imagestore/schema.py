@@ -150,7 +150,21 @@ problems = _table(ProblemRow)
 settings = _table(SettingRow)
 
 __all__ = [
-    "Base", "ImageRow", "ParentEdge", "LayerRow", "MountRow", "TagRow", "EntryRow",
-    "ProblemRow", "SettingRow", "images", "parents", "layers", "mounts", "tags", "entries",
-    "problems", "settings",
+    "Base",
+    "EntryRow",
+    "ImageRow",
+    "LayerRow",
+    "MountRow",
+    "ParentEdge",
+    "ProblemRow",
+    "SettingRow",
+    "TagRow",
+    "entries",
+    "images",
+    "layers",
+    "mounts",
+    "parents",
+    "problems",
+    "settings",
+    "tags",
 ]

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, delete, exists, func, select, text, u
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from imagestore import db, schema
+from imagestore.daemon import running_daemon
 from imagestore.digest import (
     PREFIX,
     hex_of,
@@ -32,6 +33,7 @@ from imagestore.digest import (
 )
 from imagestore.errors import (
     AmbiguousImageID,
+    DaemonRunning,
     ImageNotFound,
     ImageStoreError,
     IndexUnavailable,
@@ -85,10 +87,12 @@ def _image_id(value: str) -> str:
 class Store:
     """A Docker image root and its index. Use ``imagestore.open`` to get one."""
 
-    def __init__(self, root: Path, engine: Engine, lock_path: Path, *, readonly: bool) -> None:
+    def __init__(self, root: Path, engine: Engine, lock_path: Path, *, readonly: bool,
+                 force: bool = False) -> None:
         self.root = Root(root)
         self.engine = engine
         self.readonly = readonly
+        self.force = force
         self._lock_path = lock_path
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -122,6 +126,12 @@ class Store:
     def _write(self, what: str) -> Iterator[Connection]:
         if self.readonly:
             raise ReadOnlyStore(f"cannot {what}: the store was opened read-only")
+        if not self.force:
+            pid = running_daemon(self.root.path)
+            if pid is not None:
+                raise DaemonRunning(
+                    f"cannot {what}: dockerd (pid {pid}) is using this root; stop it first, "
+                    f"or pass --force (force=True) at the risk of corrupting its view")
         with self._locked() as conn:
             yield conn
 
@@ -304,7 +314,7 @@ class Store:
 
     def get_last_updated(self, image_id: str) -> datetime | None:
         value = self._column(image_id, schema.images.c.last_updated)
-        return parse_time(value) if value else None
+        return parse_time(value) if isinstance(value, str) and value else None
 
     def set_built_locally(self, image_id: str) -> None:
         self._set_metadata(_image_id(image_id), "builtLocally", b"\x01", built_locally=True)
@@ -442,20 +452,25 @@ def _prepare(url: str, *, readonly: bool) -> Engine:
     return engine
 
 
-def open(  # noqa: A001 - the library's entry point mirrors the builtin on purpose
+def open(
     root: str | os.PathLike[str],
     index: str | os.PathLike[str] | None = None,
     *,
     readonly: bool = False,
     sync: bool = True,
+    force: bool = False,
 ) -> Store:
-    """Open the image root ``root`` with its index (created and migrated as needed)."""
+    """Open the image root ``root`` with its index (created and migrated as needed).
+
+    ``force``: write even while a ``dockerd`` is using the root (normally refused).
+    """
     image_root = find_root(root)
     if not readonly:
         ImageDB(image_root / "imagedb", create=True)
     url = db.index_url(index, image_root)
     engine = _prepare(url, readonly=readonly)
-    store = Store(image_root, engine, _lock_path(url, image_root), readonly=readonly)
+    store = Store(image_root, engine, _lock_path(url, image_root), readonly=readonly,
+                  force=force)
     if sync:
         try:
             store.sync()

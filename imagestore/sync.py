@@ -21,7 +21,14 @@ from sqlalchemy import Connection, delete, insert, select, update
 from imagestore import schema
 from imagestore.digest import PREFIX, chain_ids, digest_of, is_hex64, is_image_id
 from imagestore.errors import InvalidImageConfig
-from imagestore.fs import METADATA_KEYS, TEMP_PREFIX, ImageDB, Signature, read_optional, read_regular
+from imagestore.fs import (
+    METADATA_KEYS,
+    TEMP_PREFIX,
+    ImageDB,
+    Signature,
+    read_optional,
+    read_regular,
+)
 from imagestore.image import parse_config, parse_time
 from imagestore.layers import LAYER_FILES, MOUNT_FILES, BadEntry, Layer, LayerDB, entry_signature
 from imagestore.references import BadReferences, parse_repositories
@@ -357,7 +364,7 @@ class _Pass:
                 out["last_updated"] = text
             except InvalidImageConfig:
                 self.problem(path, "bad-metadata", f"lastUpdated is not RFC 3339: {text[:40]!r}")
-        out["built_locally"] = bool(built) and built[:1] == b"\x01"
+        out["built_locally"] = built is not None and built[:1] == b"\x01"
         return out
 
     def _refresh_metadata(self, image_id: str) -> None:
@@ -448,7 +455,7 @@ def record_signatures(conn: Connection, root: Root, paths: Iterable[str]) -> Non
     for path in paths:
         kind = _kind(path)
         full = root.path / path
-        if kind == CONTENT or kind == REPOSITORIES:
+        if kind in (CONTENT, REPOSITORIES):
             sig = _lstat_sig(full)
         elif kind == METADATA:
             sig = entry_signature(full, METADATA_KEYS) if full.is_dir() else None

@@ -20,7 +20,8 @@ TRUTH = DATA / "truth"
 
 
 @pytest.fixture(autouse=True)
-def _private_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_state(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Default indexes go under a temp state dir, never the developer's own."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     monkeypatch.delenv("IMAGESTORE_ROOT", raising=False)
@@ -78,7 +79,7 @@ def make_layers(root: Path, diff_ids: list[str], sizes: list[int] | None = None)
     """Write layerdb entries for the chain of ``diff_ids`` (as dockerd would); their chain IDs."""
     chains = chain_ids(diff_ids)
     sizes = sizes or [len(d) for d in diff_ids]
-    for i, (chain, diff) in enumerate(zip(chains, diff_ids)):
+    for i, (chain, diff) in enumerate(zip(chains, diff_ids, strict=True)):
         folder = root / "layerdb" / "sha256" / chain.split(":", 1)[1]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "diff").write_text(diff)

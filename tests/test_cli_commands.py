@@ -74,11 +74,10 @@ def test_tree_draws_every_image_once_with_tags(capsys: pytest.CaptureFixture[str
     assert count(nested) == 39
 
 
-def test_tree_keeps_deep_chains_narrow(capsys: pytest.CaptureFixture[str], empty_root: Path) -> None:
+def test_tree_keeps_deep_chains_narrow(capsys: pytest.CaptureFixture[str],
+                                       empty_root: Path) -> None:
     ids = []
     for i in range(30):
-        r = run_cli(capsys, empty_root, "create", "-") if False else None
-        del r
         cfg = json.dumps({"comment": f"step {i}", "rootfs": {"type": "layers"}}).encode()
         path = empty_root.parent / f"c{i}.json"
         path.write_bytes(cfg)
