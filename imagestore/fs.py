@@ -14,7 +14,6 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from imagestore.digest import digest_of, hex_of
@@ -28,23 +27,30 @@ TEMP_PREFIX = ".tmp-"
 MAX_FILE_SIZE = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Signature:
-    """What tells a file apart from its previous version without reading it."""
-
-    size: int
-    mtime_ns: int
-    ino: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Signature:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
-
-    def __str__(self) -> str:
-        return f"{self.size}:{self.mtime_ns}:{self.ino}"
+StrPath = str | os.PathLike[str]
 
 
-def read_regular(path: Path, limit: int = MAX_FILE_SIZE) -> bytes:
+def signature(st: os.stat_result) -> str:
+    """What tells an entry apart from its previous version without reading it: its type,
+    size, modification and change times, and inode (a rename-over gives a new inode)."""
+    return (f"{stat.S_IFMT(st.st_mode) >> 12:x}:{st.st_size}:{st.st_mtime_ns}:"
+            f"{st.st_ctime_ns}:{st.st_ino}")
+
+
+def files_signature(folder: str, names: tuple[str, ...]) -> str:
+    """One string that changes when any of the named files is added, removed or rewritten."""
+    parts = []
+    for name in names:
+        try:
+            parts.append(signature(os.lstat(f"{folder}/{name}")))
+        except FileNotFoundError:
+            parts.append("-")
+        except NotADirectoryError:
+            return "not-a-directory"
+    return "|".join(parts)
+
+
+def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE) -> bytes:
     """Read a regular file without following a symlink at its last component.
 
     Raises ``FileNotFoundError`` when absent and ``OSError`` (with a clear message) when the
@@ -54,14 +60,14 @@ def read_regular(path: Path, limit: int = MAX_FILE_SIZE) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "is a symlink (not followed)", str(path)) from None
+            raise OSError(errno.ELOOP, "is a symlink (not followed)", os.fspath(path)) from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EISDIR, "not a regular file", str(path))
+            raise OSError(errno.EISDIR, "not a regular file", os.fspath(path))
         if st.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
         chunks = []
         while chunk := os.read(fd, max(st.st_size, 65536)):
             chunks.append(chunk)
@@ -70,7 +76,7 @@ def read_regular(path: Path, limit: int = MAX_FILE_SIZE) -> bytes:
         os.close(fd)
 
 
-def read_optional(path: Path) -> bytes | None:
+def read_optional(path: StrPath) -> bytes | None:
     """A small metadata file's bytes, ``None`` when it does not exist."""
     try:
         return read_regular(path, limit=1 << 16)
@@ -187,6 +193,24 @@ class ImageDB:
             return read_optional(self.metadata_path(image_id, key))
         except OSError as exc:
             raise ImageStoreError(f"failed to read metadata: {exc}") from None
+
+    def remove_temp_files(self) -> list[Path]:
+        """Remove temp files an interrupted atomic write left (only call under the writers'
+        lock: a live writer's temp file looks the same)."""
+        removed = []
+        folders = [self.content]
+        with contextlib.suppress(FileNotFoundError):
+            folders += [self.metadata / n for n in os.listdir(self.metadata)]
+        for folder in folders:
+            try:
+                names = [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for name in names:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(folder / name)
+                    removed.append(folder / name)
+        return removed
 
     def delete_metadata(self, image_id: str, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

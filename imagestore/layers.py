@@ -8,6 +8,7 @@ layer's files under ``<data-root>/<driver>/``) is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagestore.digest import PREFIX, is_hex64, is_image_id
-from imagestore.fs import Signature, fsync_dir, read_optional
+from imagestore.fs import fsync_dir, read_optional
 
 LAYER_FILES = ("diff", "size", "cache-id", "parent")
 MOUNT_FILES = ("mount-id", "init-id", "parent")
@@ -72,17 +73,6 @@ def _int64(raw: bytes) -> int:
     return value
 
 
-def entry_signature(folder: Path, names: tuple[str, ...]) -> str:
-    """One string that changes when any of the named files is added, removed or rewritten."""
-    parts = []
-    for name in names:
-        try:
-            parts.append(str(Signature.of(os.lstat(folder / name))))
-        except FileNotFoundError:
-            parts.append("-")
-    return "|".join(parts)
-
-
 class LayerDB:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -97,32 +87,44 @@ class LayerDB:
         yield from _dir_names(self.mounts, lambda name: not name.startswith("."))
 
     def read_layer(self, name: str) -> Layer:
-        folder = self.layers / name
+        folder = f"{self.layers}/{name}/"
         try:
-            diff = _digest(read_optional(folder / "diff"), "diff")
-            raw_size = read_optional(folder / "size")
+            diff = _digest(read_optional(folder + "diff"), "diff")
+            raw_size = read_optional(folder + "size")
             if raw_size is None:
                 raise BadEntry("size is missing")
             size = _int64(raw_size)
-            cache_id = (read_optional(folder / "cache-id") or b"").decode("utf-8", "replace")
+            cache_id = (read_optional(folder + "cache-id") or b"").decode("utf-8", "replace")
             if not cache_id.strip():
                 raise BadEntry("cache-id is missing or empty")
-            raw_parent = read_optional(folder / "parent")
+            raw_parent = read_optional(folder + "parent")
             parent = None if raw_parent is None else _digest(raw_parent, "parent")
         except OSError as exc:
             raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
         return Layer(PREFIX + name, diff, size, cache_id.strip(), parent)
 
     def read_mount(self, name: str) -> Mount:
-        folder = self.mounts / name
+        folder = f"{self.mounts}/{name}/"
         try:
-            mount_id = (read_optional(folder / "mount-id") or b"").decode("utf-8", "replace")
-            init_id = (read_optional(folder / "init-id") or b"").decode("utf-8", "replace")
-            raw_parent = read_optional(folder / "parent")
+            mount_id = (read_optional(folder + "mount-id") or b"").decode("utf-8", "replace")
+            init_id = (read_optional(folder + "init-id") or b"").decode("utf-8", "replace")
+            raw_parent = read_optional(folder + "parent")
             parent = None if raw_parent is None else _digest(raw_parent, "parent")
         except OSError as exc:
             raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
         return Mount(name, mount_id.strip(), init_id.strip(), parent)
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove ``<chain>-<random>-removing`` folders of a delete that was interrupted (moby
+        cleans them at start too); the layer was already gone from the store."""
+        removed = []
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.layers):
+                folder = self.layers / name
+                if name.endswith("-removing") and folder.is_dir() and not folder.is_symlink():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        return removed
 
     def remove_layer(self, chain_id: str) -> None:
         """Remove a layer folder the way moby does: rename to ``-removing``, then delete."""

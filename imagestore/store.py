@@ -342,6 +342,11 @@ class Store:
     def sync(self, *, full: bool = False) -> SyncReport:
         """Bring the index up to date with the root (``full``: rebuild it from scratch)."""
         with self._locked() as conn:
+            if not self.readonly and running_daemon(self.root.path) is None:
+                # Under the writers' lock no imagestore write is in flight, so these are
+                # leftovers of a crash.
+                self._imagedb().remove_temp_files()
+                self.root.layerdb.remove_leftovers()
             return run(conn, self.root, full=full)
 
     # -- beyond moby: what a command line needs ---------------------------------------------

@@ -19,18 +19,19 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from imagestore import schema
-from imagestore.digest import PREFIX, chain_ids, digest_of, is_hex64, is_image_id
+from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64, is_image_id
 from imagestore.errors import InvalidImageConfig
 from imagestore.fs import (
     METADATA_KEYS,
     TEMP_PREFIX,
     ImageDB,
-    Signature,
+    files_signature,
     read_optional,
     read_regular,
+    signature,
 )
 from imagestore.image import parse_config, parse_time
-from imagestore.layers import LAYER_FILES, MOUNT_FILES, BadEntry, Layer, LayerDB, entry_signature
+from imagestore.layers import MOUNT_FILES, BadEntry, Layer, LayerDB
 from imagestore.references import BadReferences, parse_repositories
 
 CONTENT = "imagedb/content/sha256/"
@@ -78,6 +79,10 @@ class Root:
     path: Path
 
     @property
+    def base(self) -> str:
+        return str(self.path)
+
+    @property
     def imagedb(self) -> ImageDB:
         return ImageDB(self.path / "imagedb", create=False)
 
@@ -94,16 +99,7 @@ def now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _lstat_sig(path: Path | str) -> str | None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    sig = str(Signature.of(st))
-    return sig if stat.S_ISREG(st.st_mode) else f"{stat.S_IFMT(st.st_mode):o}:{sig}"
-
-
-def _scandir(folder: Path) -> Iterator[os.DirEntry[str]]:
+def _scandir(folder: str) -> Iterator[os.DirEntry[str]]:
     try:
         with os.scandir(folder) as it:
             yield from it
@@ -112,33 +108,48 @@ def _scandir(folder: Path) -> Iterator[os.DirEntry[str]]:
 
 
 def scan(root: Root) -> dict[str, str]:
-    """The current signature of every entry under the root, keyed by its relative path."""
+    """The current signature of every entry under the root, keyed by its relative path.
+
+    One ``lstat`` per content file and per layer folder (dockerd writes a layer folder
+    elsewhere and renames it into place, never rewriting its files), one per metadata file
+    (other tools rewrite those in place); ``sync --full`` re-reads everything regardless.
+    """
+    base = root.base
     sigs: dict[str, str] = {}
-    content = root.path / CONTENT
-    for entry in _scandir(content):
-        st = entry.stat(follow_symlinks=False)
-        sig = str(Signature.of(st))
-        sigs[CONTENT + entry.name] = sig if stat.S_ISREG(st.st_mode) else f"x:{sig}"
-    metadata = root.path / METADATA
-    for entry in _scandir(metadata):
+    for entry in _scandir(f"{base}/{CONTENT}"):
+        sigs[CONTENT + entry.name] = signature(entry.stat(follow_symlinks=False))
+    for entry in _scandir(f"{base}/{METADATA}"):
         if is_hex64(entry.name) and entry.is_dir(follow_symlinks=False):
-            sigs[METADATA + entry.name] = entry_signature(metadata / entry.name, METADATA_KEYS)
-    layerdb = root.layerdb
-    for name in layerdb.layer_names():
-        sigs[LAYERS + name] = entry_signature(layerdb.layers / name, LAYER_FILES)
-    for name in layerdb.mount_names():
-        sigs[MOUNTS + name] = entry_signature(layerdb.mounts / name, MOUNT_FILES)
-    repo_sig = _lstat_sig(root.repositories)
-    if repo_sig is not None:
-        sigs[REPOSITORIES] = repo_sig
+            sigs[METADATA + entry.name] = files_signature(
+                f"{base}/{METADATA}{entry.name}", METADATA_KEYS)
+    for entry in _scandir(f"{base}/{LAYERS}"):
+        if is_hex64(entry.name) and entry.is_dir(follow_symlinks=False):
+            sigs[LAYERS + entry.name] = signature(entry.stat(follow_symlinks=False))
+    for entry in _scandir(f"{base}/{MOUNTS}"):
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+            sigs[MOUNTS + entry.name] = files_signature(f"{base}/{MOUNTS}{entry.name}",
+                                                        MOUNT_FILES)
+    try:
+        sigs[REPOSITORIES] = signature(os.lstat(f"{base}/{REPOSITORIES}"))
+    except FileNotFoundError:
+        pass
     return sigs
 
 
-def _kind(path: str) -> str:
-    for prefix in (CONTENT, METADATA, LAYERS, MOUNTS):
-        if path.startswith(prefix):
-            return prefix
-    return path
+def entry_signature(root: Root, path: str) -> str | None:
+    """The signature ``scan`` would give one entry now; ``None`` when it is gone."""
+    full = f"{root.base}/{path}"
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return None
+    if path.startswith(METADATA) or path.startswith(MOUNTS):
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        return files_signature(full, METADATA_KEYS if path.startswith(METADATA) else MOUNT_FILES)
+    if path.startswith(LAYERS) and not stat.S_ISDIR(st.st_mode):
+        return None
+    return signature(st)
 
 
 def _batched(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -149,9 +160,10 @@ def _batched(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 class _Pass:
     """One sync: decides what to re-read, reads it, and writes the differences."""
 
-    def __init__(self, conn: Connection, root: Root) -> None:
+    def __init__(self, conn: Connection, root: Root, current: dict[str, str]) -> None:
         self.conn = conn
         self.root = root
+        self.current = current  # what is on disk now (scan's result)
         self.problems: dict[str, Problem] = {}
         self.cleared: set[str] = set()  # paths whose old problem no longer applies
         self._chains: set[str] | None = None
@@ -178,7 +190,7 @@ class _Pass:
         }
         broken = {r.path for r in self.conn.execute(
             select(schema.problems.c.path).where(schema.problems.c.path.like(LAYERS + "%")))}
-        reread = {p for p in changed_paths | broken if (self.root.path / p).is_dir()}
+        reread = {p for p in changed_paths | broken if p in self.current}
         records: dict[str, Layer] = {
             cid: Layer(cid, r.diff_id, r.diff_size, r.cache_id, r.parent_id)
             for cid, r in stored.items()
@@ -250,7 +262,7 @@ class _Pass:
             # Images skipped for a missing layer may load now; loaded ones may have lost theirs.
             reread |= {r.path[len(CONTENT):] for r in self.conn.execute(
                 select(schema.problems.c.path).where(schema.problems.c.path.like(CONTENT + "%")))
-                if (self.root.path / r.path).exists() or os.path.islink(self.root.path / r.path)}
+                if r.path in self.current}
             orphans = self.conn.execute(
                 select(t.c.id).where(t.c.chain_id.is_not(None),
                                      t.c.chain_id.not_in(select(schema.layers.c.chain_id))))
@@ -296,7 +308,7 @@ class _Pass:
             return None
         image_id = PREFIX + name
         try:
-            raw = read_regular(self.root.path / path)
+            raw = read_regular(f"{self.root.base}/{path}")
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -311,7 +323,7 @@ class _Pass:
             self.problem(path, "invalid-config", f"invalid image: {exc}")
             return None
         diff_ids = fields["rootfs"]["diff_ids"]
-        chain = chain_ids(diff_ids)[-1] if diff_ids else None
+        chain = chain_id(diff_ids)
         if chain is not None and not self._layer_exists(chain):
             self.problem(path, "missing-layer",
                          f"not restoring image: layer {chain} does not exist")
@@ -340,13 +352,13 @@ class _Pass:
 
     def _read_metadata(self, image_id: str) -> dict[str, Any]:
         name = image_id[len(PREFIX):]
-        folder = self.root.path / METADATA / name
         path = METADATA + name
+        folder = f"{self.root.base}/{path}/"
         out: dict[str, Any] = {"parent": None, "last_updated": None, "built_locally": False}
         try:
-            parent = read_optional(folder / "parent")
-            last = read_optional(folder / "lastUpdated")
-            built = read_optional(folder / "builtLocally")
+            parent = read_optional(folder + "parent")
+            last = read_optional(folder + "lastUpdated")
+            built = read_optional(folder + "builtLocally")
         except OSError as exc:
             self.problem(path, "bad-metadata", f"metadata unreadable: {exc.strerror or exc}")
             return out
@@ -450,19 +462,9 @@ def set_parent_edge(conn: Connection, image_id: str, parent: str | None) -> None
 
 def record_signatures(conn: Connection, root: Root, paths: Iterable[str]) -> None:
     """Store the current signature of entries the store itself just wrote or removed."""
-    sigs = []
-    gone = []
+    sigs, gone = [], []
     for path in paths:
-        kind = _kind(path)
-        full = root.path / path
-        if kind in (CONTENT, REPOSITORIES):
-            sig = _lstat_sig(full)
-        elif kind == METADATA:
-            sig = entry_signature(full, METADATA_KEYS) if full.is_dir() else None
-        elif kind == LAYERS:
-            sig = entry_signature(full, LAYER_FILES) if full.is_dir() else None
-        else:
-            sig = entry_signature(full, MOUNT_FILES) if full.is_dir() else None
+        sig = entry_signature(root, path)
         if sig is None:
             gone.append(path)
         else:
@@ -477,7 +479,7 @@ def record_signatures(conn: Connection, root: Root, paths: Iterable[str]) -> Non
 def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
     """(Re)load one image from disk after the store wrote it; the problem if it cannot load."""
     name = image_id[len(PREFIX):]
-    one = _Pass(conn, root)
+    one = _Pass(conn, root, {CONTENT + name: ""})
     one.cleared.update({CONTENT + name, METADATA + name})
     conn.execute(delete(schema.images).where(schema.images.c.id == image_id))
     loaded = one._ingest(name)
@@ -501,7 +503,7 @@ def run(conn: Connection, root: Root, *, full: bool = False) -> SyncReport:
     current = scan(root)
     changed = {p for p, sig in current.items() if stored.get(p) != sig}
     removed = set(stored) - set(current)
-    sync = _Pass(conn, root)
+    sync = _Pass(conn, root, current)
     report = SyncReport()
     layers_moved = sync.sync_layers(changed, removed)
     sync.sync_images(changed, removed, layers_moved, report)

@@ -1,0 +1,35 @@
+"""A process killed (SIGKILL) at any moment leaves a store the next open repairs by itself."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from snapshot import rebuilt, snapshot
+
+import imagestore
+
+WORKER = Path(__file__).parent / "workers.py"
+
+
+def test_random_kills_are_repaired_by_the_next_open(real_root: Path, index: Path,
+                                                    tmp_path: Path) -> None:
+    imagestore.open(real_root, index).close()
+    rng = random.Random(1234)
+    for round_ in range(12):
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(real_root), str(index),
+                                 str(round_), "-1"], stderr=subprocess.DEVNULL)
+        time.sleep(0.4 + rng.random() * 0.8)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with imagestore.open(real_root, index) as store:
+            assert snapshot(store) == rebuilt(real_root, tmp_path), f"round {round_}"
+            content = real_root / "imagedb/content/sha256"
+            assert not [p for p in content.iterdir() if p.name.startswith(".tmp-")]
+            assert not list((real_root / "layerdb/sha256").glob("*-removing"))
+            on_disk = {"sha256:" + p.name for p in content.iterdir()}
+            assert set(store.map()) == on_disk

@@ -1,0 +1,118 @@
+"""The index's life: where it lives, who may read it, corruption, a daemon on the root."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from snapshot import rebuilt, snapshot
+
+import imagestore
+from imagestore.daemon import running_daemon
+
+
+def test_corrupt_index_is_rebuilt_with_a_warning(real_root: Path, index: Path,
+                                                 tmp_path: Path) -> None:
+    imagestore.open(real_root, index).close()
+    index.write_bytes(b"this is not a database" * 100)
+    with pytest.warns(UserWarning, match="corrupt"), imagestore.open(real_root, index) as store:
+        assert snapshot(store) == rebuilt(real_root, tmp_path)
+    assert list(index.parent.glob("index.sqlite.corrupt-*"))
+
+
+def test_corrupt_index_readonly_reports_clearly(real_root: Path, index: Path) -> None:
+    imagestore.open(real_root, index).close()
+    index.write_bytes(b"\0garbage" * 1000)
+    with pytest.raises(imagestore.IndexUnavailable, match="corrupt"):
+        imagestore.open(real_root, index, readonly=True)
+
+
+def test_index_files_are_private_whatever_the_umask(real_root: Path, tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        index = tmp_path / "new-folder" / "i.sqlite"
+        with imagestore.open(real_root, index) as store:
+            store.set_last_updated(store.search("f1e1"))
+        assert stat.S_IMODE(index.parent.stat().st_mode) == 0o700
+        for path in index.parent.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        os.umask(old)
+
+
+def test_warns_when_others_can_read_the_index(real_root: Path, index: Path) -> None:
+    imagestore.open(real_root, index).close()
+    index.chmod(0o644)
+    with pytest.warns(UserWarning, match="readable by other users"):
+        imagestore.open(real_root, index).close()
+
+
+def test_deleting_the_index_rebuilds_the_same_state(real_root: Path, index: Path) -> None:
+    with imagestore.open(real_root, index) as store:
+        store.delete(store.resolve("web:prod"))
+        before = snapshot(store)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(index) + suffix).unlink(missing_ok=True)
+    with imagestore.open(real_root, index) as store:
+        assert snapshot(store) == before
+
+
+def test_reopening_reads_nothing_unchanged(real_root: Path, index: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    imagestore.open(real_root, index).close()
+    import imagestore.sync as sync_module
+
+    calls: list[str] = []
+    real = sync_module.read_regular
+    monkeypatch.setattr(sync_module, "read_regular",
+                        lambda path, *a: calls.append(str(path)) or real(path, *a))
+    with imagestore.open(real_root, index) as store:
+        assert store.sync().unchanged == 39
+    assert calls == []
+
+
+def _fake_dockerd(data_root: Path) -> subprocess.Popen[bytes]:
+    # argv[0] "dockerd" and a --data-root, as /proc shows a real daemon.
+    proc = subprocess.Popen(["dockerd", "-c", "import time; time.sleep(60)", "--data-root",
+                             str(data_root)], executable=sys.executable)
+    for _ in range(100):
+        if Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"dockerd"):
+            break
+        time.sleep(0.02)
+    return proc
+
+
+def test_writes_refused_while_dockerd_owns_the_root(real_root: Path, tmp_path: Path,
+                                                    index: Path) -> None:
+    data_root = tmp_path / "docker"
+    (data_root / "image").mkdir(parents=True)
+    root = data_root / "image" / "vfs"
+    real_root.rename(root)
+    daemon = _fake_dockerd(data_root)
+    try:
+        assert running_daemon(root) == daemon.pid
+        with imagestore.open(root, index) as store:
+            assert len(store) == 39  # reading is fine
+            with pytest.raises(imagestore.DaemonRunning, match=f"pid {daemon.pid}"):
+                store.delete(store.resolve("web:prod"))
+            assert (root / "imagedb/content/sha256" / store.resolve("web:prod")[7:]).exists()
+        with imagestore.open(root, index, force=True) as store:
+            store.set_built_locally(store.resolve("web:prod"))
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert running_daemon(root) is None
+
+
+def test_another_data_roots_daemon_does_not_count(real_root: Path, tmp_path: Path) -> None:
+    daemon = _fake_dockerd(tmp_path / "elsewhere")
+    try:
+        assert running_daemon(real_root) is None
+    finally:
+        daemon.kill()
+        daemon.wait()
