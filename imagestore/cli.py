@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 import imagestore
+from imagestore import fsck as checker
 from imagestore import report
 from imagestore.errors import ImageStoreError
 from imagestore.store import Store
@@ -263,6 +264,32 @@ def sql(ctx: Context, query: str, params: tuple[str, ...], fmt: str | None) -> N
         emit(report.to_csv(columns, rows))
     else:
         emit(report.to_table(columns, rows))
+
+
+@cli.command()
+@click.option("--repair", is_flag=True,
+              help="Remove temp files and orphan metadata, resync the index; nothing else.")
+@output_options()
+@pass_ctx
+def fsck(ctx: Context, repair: bool, fmt: str | None) -> None:
+    """Verify every digest, layer chain and parent link, and the index against the disk.
+
+    Exit 0 when clean, 1 when something was found (after --repair: when something is left).
+    """
+    store = ctx.store(write=repair)
+    findings = checker.check(store)
+    repaired = checker.repair(store, findings) if repair else []
+    left = [f for f in findings if f not in repaired]
+    if fmt == "json":
+        emit(report.to_json({"findings": [f.to_dict() for f in findings],
+                             "repaired": [f.to_dict() for f in repaired]}) + "\n")
+    else:
+        for f in findings:
+            mark = "repaired" if f in repaired else f.check
+            emit(f"{mark}: {f.path}: {f.message} (action: {f.action})\n")
+        emit(f"{len(findings)} problem(s), {len(repaired)} repaired\n")
+    if left:
+        sys.exit(1)
 
 
 def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int,

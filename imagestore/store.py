@@ -122,8 +122,8 @@ class Store:
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[Connection]:
+    def check_writable(self, what: str) -> None:
+        """Raise unless writing under the root is allowed now (not read-only, no dockerd)."""
         if self.readonly:
             raise ReadOnlyStore(f"cannot {what}: the store was opened read-only")
         if not self.force:
@@ -132,6 +132,10 @@ class Store:
                 raise DaemonRunning(
                     f"cannot {what}: dockerd (pid {pid}) is using this root; stop it first, "
                     f"or pass --force (force=True) at the risk of corrupting its view")
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[Connection]:
+        self.check_writable(what)
         with self._locked() as conn:
             yield conn
 

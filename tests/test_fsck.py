@@ -1,0 +1,95 @@
+"""`imagestore fsck`: finds what is wrong with a root, repairs only what is safe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+import imagestore
+
+
+def test_clean_store_exits_0(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    result = run_cli(capsys, real_root, "fsck", "--json")
+    assert result.code == 0, result.out
+    assert result.json() == {"findings": [], "repaired": []}
+
+
+def _damage(root: Path) -> dict[str, Path]:
+    content = root / "imagedb/content/sha256"
+    web_prod = json.loads((root / "repositories.json").read_text())["Repositories"]["web"]
+    victim = content / web_prod["web:prod"][7:]  # a head: no child loses its parent
+    victim.write_bytes(victim.read_bytes() + b" ")  # digest no longer matches
+    temp = content / ".tmp-deadbeef123"
+    temp.write_bytes(b"{")
+    orphan = root / "imagedb/metadata/sha256" / ("e" * 64)
+    orphan.mkdir()
+    (orphan / "parent").write_text("sha256:" + "f" * 64)
+    removing = root / "layerdb/sha256" / ("a" * 64 + "-0123-removing")
+    removing.mkdir()
+    return {"victim": victim, "temp": temp, "orphan": orphan, "removing": removing}
+
+
+def test_fsck_lists_each_problem_with_an_action(capsys: pytest.CaptureFixture[str],
+                                                real_root: Path) -> None:
+    run_cli(capsys, real_root, "sync")
+    damage = _damage(real_root)
+    result = run_cli(capsys, real_root, "--readonly", "fsck", "--json")
+    assert result.code == 1
+    found = {(f["check"], f["path"]) for f in result.json()["findings"]}
+    assert ("digest", "imagedb/content/sha256/" + damage["victim"].name) in found
+    assert ("temp-file", "imagedb/content/sha256/" + damage["temp"].name) in found
+    assert ("orphan-metadata", "imagedb/metadata/sha256/" + "e" * 64) in found
+    assert ("temp-file", "layerdb/sha256/" + damage["removing"].name) in found
+    assert all(f["action"] for f in result.json()["findings"])
+
+
+def test_index_disagreeing_with_disk_is_found(capsys: pytest.CaptureFixture[str],
+                                              real_root: Path, index: Path) -> None:
+    with imagestore.open(real_root, index) as store:
+        image_id = store.resolve("web:prod")
+    (real_root / "imagedb/content/sha256" / image_id[7:]).unlink()  # behind the index's back
+    with imagestore.open(real_root, index, sync=False) as store:
+        from imagestore.fsck import check
+
+        findings = check(store)
+    assert any(f.check == "index" and f.path == image_id for f in findings)
+
+
+def test_repair_fixes_only_what_is_safe(capsys: pytest.CaptureFixture[str],
+                                        real_root: Path) -> None:
+    damage = _damage(real_root)
+    result = run_cli(capsys, real_root, "fsck", "--repair")
+    assert result.code == 1  # the corrupt content file is left for a person to decide
+    assert not damage["temp"].exists()
+    assert not damage["orphan"].exists()
+    assert not damage["removing"].exists()
+    assert damage["victim"].exists()
+    again = run_cli(capsys, real_root, "fsck", "--json").json()["findings"]
+    assert [(f["check"], f["path"]) for f in again] == [
+        ("digest", "imagedb/content/sha256/" + damage["victim"].name)]
+
+
+def test_readonly_fsck_cannot_repair(capsys: pytest.CaptureFixture[str],
+                                     real_root: Path) -> None:
+    _damage(real_root)
+    result = run_cli(capsys, real_root, "--readonly", "fsck", "--repair")
+    assert result.code == 1
+    assert "read-only" in result.err or "readonly" in result.err
+    assert list((real_root / "imagedb/content/sha256").glob(".tmp-*"))
+
+
+def test_broken_layer_chain_and_dangling_parent(capsys: pytest.CaptureFixture[str],
+                                                real_root: Path) -> None:
+    inspect = run_cli(capsys, real_root, "inspect", "web:1.0").json()[0]
+    meta = real_root / "imagedb/metadata/sha256" / inspect["id"][7:]
+    (meta / "parent").write_text("sha256:" + "9" * 64)
+    top = real_root / "layerdb/sha256" / inspect["chain_id"][7:]
+    (top / "diff").write_text("sha256:" + "1" * 64)
+    found = run_cli(capsys, real_root, "fsck", "--json").json()["findings"]
+    checks = {(f["check"], f["path"]) for f in found}
+    assert ("parent", f"imagedb/metadata/sha256/{inspect['id'][7:]}/parent") in checks
+    assert ("layer-chain", f"imagedb/content/sha256/{inspect['id'][7:]}") in checks
+    assert json.dumps(found)  # serialisable
