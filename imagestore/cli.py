@@ -31,14 +31,14 @@ class Context:
         self.force = force
         self._store: Store | None = None
 
-    def store(self, *, write: bool = False) -> Store:
+    def store(self, *, write: bool = False, sync: bool = True) -> Store:
         if self.root is None:
             raise click.UsageError("no store given: pass --root DIR or set IMAGESTORE_ROOT")
         if self._store is None:
             if write and self.readonly:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
             self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
-                                          force=self.force)
+                                          force=self.force, sync=sync)
         return self._store
 
     def close(self) -> None:
@@ -94,8 +94,7 @@ def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
 @pass_ctx
 def sync(ctx: Context, full: bool, fmt: str | None) -> None:
     """Bring the index up to date with the root; report counts and problems."""
-    store = ctx.store()
-    result = store.sync(full=True) if full else store.sync()
+    result = ctx.store(sync=False).sync(full=full)
     if fmt == "json":
         emit(report.to_json(result.to_dict()) + "\n")
         return
