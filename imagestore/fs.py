@@ -112,6 +112,21 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     fsync_dir(path.parent)
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every folder it creates is 0700 whatever the umask (Docker's mode;
+    folders that already exist are left as they are)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=DIR_MODE)
+            os.chmod(folder, DIR_MODE)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -130,7 +145,9 @@ class ImageDB:
         if create:
             try:
                 for folder in (self.content, self.metadata):
-                    folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+                    make_private_dirs(folder)
+                    if not folder.is_dir():
+                        raise NotADirectoryError(f"{folder} is not a directory")
             except OSError as exc:
                 raise ImageStoreError(f"failed to create storage backend: {exc}") from None
 
@@ -183,7 +200,7 @@ class ImageDB:
         self.get(image_id)  # moby: the content must exist and verify first
         path = self.metadata_path(image_id, key)
         try:
-            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
             atomic_write(path, data)
         except OSError as exc:
             raise ImageStoreError(f"failed to write metadata {key} of {image_id}: {exc}") from None

@@ -23,6 +23,15 @@ JSONObject = dict[str, Any]
 Check = Callable[[Any, str], None]
 
 
+# The only non-ASCII letters whose Unicode simple case folding reaches an ASCII letter.
+_GO_FOLD = str.maketrans({"\u017f": "s", "\u212a": "k"})
+
+
+def _go_fold(key: str) -> str:
+    """Go's ``EqualFold`` key for the ASCII field names we know."""
+    return key.translate(_GO_FOLD).lower()
+
+
 def _fail(path: str, value: Any, want: str) -> None:
     kind = type(value).__name__ if value is not None else "null"
     raise InvalidImageConfig(f"json: cannot unmarshal {kind} into field {path} of type {want}")
@@ -38,8 +47,12 @@ def _bool(value: Any, path: str) -> None:
         _fail(path, value, "bool")
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def _int(value: Any, path: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not _INT64[0] <= value <= _INT64[1]):
         _fail(path, value, "int64")
 
 
@@ -70,7 +83,7 @@ def _string_map(value: Any, path: str) -> None:
 
 def _struct(fields: dict[str, Check]) -> Check:
     """A check for a Go struct: fold keys like Go, check the known ones, ignore the rest."""
-    lowered = {name.lower(): name for name in fields}
+    lowered = {_go_fold(name): name for name in fields}
 
     def check(value: Any, path: str) -> None:
         _object(value, path)
@@ -140,13 +153,11 @@ _IMAGE_FIELDS: dict[str, Check] = {
     "os.features": _strings,
 }
 _IMAGE_LOWER = {name.lower(): name for name in _IMAGE_FIELDS}
-
-
 def _fold(obj: JSONObject, lowered: dict[str, str]) -> JSONObject:
     """Map keys to known field names as Go does: exact match, else case-insensitive."""
     out: JSONObject = {}
     for key, value in obj.items():
-        name = lowered.get(key.lower())
+        name = lowered.get(_go_fold(key))
         if name is not None:
             out[name] = value
     return out
@@ -211,7 +222,8 @@ def check_history(fields: JSONObject) -> None:
 
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -223,15 +235,25 @@ def parse_time(value: str) -> datetime:
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     micro = int((m.group(7) or "0").ljust(9, "0")[:6])
     zone = m.group(8)
-    if zone in ("Z", "z"):
-        tz = timezone.utc
-    else:
-        sign = 1 if zone[0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    offset = timedelta(0)
+    if zone not in ("Z", "z"):
+        # Go accepts offsets up to 24:60 (Python's timezone stops short of 24 h): apply the
+        # offset by hand and answer in UTC.
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 24 or minutes > 60:
+            raise InvalidImageConfig(f"parsing time {value!r}: time zone offset out of range")
+        offset = (1 if zone[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
     try:
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
-    except ValueError as exc:
+        local = datetime(year, month, day, hour, minute, second, micro)
+        utc = (local - offset).replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as exc:
         raise InvalidImageConfig(f"parsing time {value!r}: {exc}") from None
+    if not offset:
+        return utc
+    try:
+        return utc.astimezone(timezone(offset))
+    except ValueError:
+        return utc
 
 
 def format_time(when: datetime) -> str:
@@ -239,7 +261,8 @@ def format_time(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("naive datetime: pass a timezone-aware value")
     utc = when.astimezone(timezone.utc)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+            f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
     if utc.microsecond:
         text += "." + f"{utc.microsecond:06d}".rstrip("0")
     return text + "Z"

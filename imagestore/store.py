@@ -161,16 +161,21 @@ class Store:
             t = schema.images
             if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is not None:
                 return image_id
-            image = Image(image_id, config)
-            chain = image.chain_id
-            if chain is not None and conn.execute(
-                select(schema.layers.c.chain_id).where(schema.layers.c.chain_id == chain)
-            ).first() is None:
-                raise LayerNotFound(f"failed to get layer {chain}: layer does not exist")
+            chain = Image(image_id, config).chain_id
+            if chain is not None and not self._has_layer(conn, chain):
+                # The index may not know a layer written since the last sync: ask the disk.
+                run(conn, self.root)
+                if not self._has_layer(conn, chain):
+                    raise LayerNotFound(f"failed to get layer {chain}: layer does not exist")
             problem = ingest_image(conn, self.root, image_id)
             if problem is not None:
                 raise ImageStoreError(f"image {image_id} did not load: {problem.reason}")
             return image_id
+
+    @staticmethod
+    def _has_layer(conn: Connection, chain: str) -> bool:
+        lt = schema.layers
+        return conn.execute(select(lt.c.chain_id).where(lt.c.chain_id == chain)).first() is not None
 
     def get(self, image_id: str) -> Image:
         image_id = _image_id(image_id)
