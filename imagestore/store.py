@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
+import threading
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -58,6 +60,9 @@ from imagestore.sync import (
 )
 
 MAX_CANDIDATES = 1000
+# Every image whose ID starts with a prefix is in [sha256:<p>, sha256:<p>g): one range read of
+# the primary-key index (tests/test_search.py checks the plan).
+PREFIX_SQL = "SELECT id FROM images WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n"
 
 
 def find_root(path: str | os.PathLike[str]) -> Path:
@@ -94,9 +99,16 @@ class Store:
         self.readonly = readonly
         self.force = force
         self._lock_path = lock_path
+        self._sqlite_path = db.sqlite_path(str(engine.url))
+        self._local = threading.local()
+        self._fast_conns: list[sqlite3.Connection] = []
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
+        for conn in self._fast_conns:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # another thread's
+                conn.close()
+        self._fast_conns.clear()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -246,12 +258,28 @@ class Store:
         return ids[0]
 
     def _prefix_query(self, hex_prefix: str, limit: int) -> list[str]:
-        t = schema.images
-        query = (select(t.c.id)
-                 .where(t.c.id >= PREFIX + hex_prefix, t.c.id < prefix_upper_bound(hex_prefix))
-                 .order_by(t.c.id).limit(limit))
+        bounds = {"lo": PREFIX + hex_prefix, "hi": prefix_upper_bound(hex_prefix), "n": limit}
+        fast = self._fast_reader()
+        if fast is not None:
+            return [row[0] for row in fast.execute(PREFIX_SQL, bounds)]
         with self._read() as conn:
-            return list(conn.scalars(query))
+            return list(conn.scalars(text(PREFIX_SQL), bounds))
+
+    def _fast_reader(self) -> sqlite3.Connection | None:
+        """A plain sqlite3 connection (one per thread) for the hottest lookup.
+
+        A short-ID search is a single indexed range read; SQLAlchemy's per-call machinery
+        costs ten times the query. Autocommit: each read sees the latest committed state.
+        """
+        if self._sqlite_path is None:
+            return None
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._sqlite_path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            self._fast_conns.append(conn)
+        return conn
 
     def set_parent(self, image_id: str, parent: str) -> None:
         image_id, parent = _image_id(image_id), _image_id(parent)
