@@ -15,9 +15,10 @@ from imagestore.errors import (
     ReadOnlyStore,
 )
 from imagestore.image import Image, RootFS
+from imagestore.ingest import Problem
 from imagestore.layers import LayerMetadata
 from imagestore.store import Store, open
-from imagestore.sync import Problem, SyncReport
+from imagestore.sync import SyncReport
 
 __version__ = "0.1.0"
 

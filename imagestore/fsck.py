@@ -14,10 +14,11 @@ from sqlalchemy import Connection, select
 
 from imagestore import db, schema
 from imagestore.digest import PREFIX, chain_ids, digest_of, is_hex64
+from imagestore.entries import CONTENT, LAYERS, METADATA
 from imagestore.fs import TEMP_PREFIX, read_regular
 from imagestore.image import Image
 from imagestore.store import Store
-from imagestore.sync import CONTENT, LAYERS, METADATA, run
+from imagestore.sync import run
 
 
 @dataclass(frozen=True)

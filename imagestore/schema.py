@@ -110,7 +110,7 @@ class EntryRow(Base):
     __tablename__ = "entries"
 
     path: Mapped[str] = mapped_column(Text, primary_key=True)
-    signature: Mapped[str] = mapped_column(Text)
+    signature: Mapped[int] = mapped_column(BigInteger)
 
 
 class ProblemRow(Base):

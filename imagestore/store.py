@@ -33,6 +33,7 @@ from imagestore.digest import (
     parse_search_term,
     prefix_upper_bound,
 )
+from imagestore.entries import CONTENT, LAYERS, METADATA, REPOSITORIES, Root
 from imagestore.errors import (
     AmbiguousImageID,
     DaemonRunning,
@@ -47,11 +48,6 @@ from imagestore.image import Image, check_history, format_time, parse_config, pa
 from imagestore.layers import LayerMetadata
 from imagestore.references import normalize_reference
 from imagestore.sync import (
-    CONTENT,
-    LAYERS,
-    METADATA,
-    REPOSITORIES,
-    Root,
     SyncReport,
     ingest_image,
     record_signatures,

@@ -65,11 +65,11 @@ def test_deleting_the_index_rebuilds_the_same_state(real_root: Path, index: Path
 def test_reopening_reads_nothing_unchanged(real_root: Path, index: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     imagestore.open(real_root, index).close()
-    import imagestore.sync as sync_module
+    import imagestore.ingest as ingest_module
 
     calls: list[str] = []
-    real = sync_module.read_regular
-    monkeypatch.setattr(sync_module, "read_regular",
+    real = ingest_module.read_regular
+    monkeypatch.setattr(ingest_module, "read_regular",
                         lambda path, *a: calls.append(str(path)) or real(path, *a))
     with imagestore.open(real_root, index) as store:
         assert store.sync().unchanged == 39

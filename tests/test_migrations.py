@@ -18,7 +18,8 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 import imagestore
 from imagestore import db
-from imagestore.sync import Root, run
+from imagestore.entries import Root
+from imagestore.sync import run
 
 
 @pytest.fixture

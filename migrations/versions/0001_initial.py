@@ -84,7 +84,7 @@ def upgrade() -> None:
     op.create_table(
         "entries",
         sa.Column("path", sa.Text(), nullable=False),
-        sa.Column("signature", sa.Text(), nullable=False),
+        sa.Column("signature", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("path", name=op.f("pk_entries")),
     )
     op.create_table(

@@ -1,0 +1,171 @@
+"""Reading entries into index rows: pure functions of the files, so a large pass can spread
+them over worker processes (reading, hashing and parsing 100,000 configs is CPU work).
+
+Each reader returns rows and the problems it met; what is broken is skipped and said, as moby
+logs and skips it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64, is_image_id
+from imagestore.entries import CONTENT, LAYERS, METADATA
+from imagestore.errors import InvalidImageConfig
+from imagestore.fs import TEMP_PREFIX, read_optional, read_regular
+from imagestore.image import parse_config, parse_time
+from imagestore.layers import BadEntry, LayerDB
+
+# Below this many entries a pass stays in-process: starting workers costs more than it saves.
+PARALLEL_MIN = 4000
+CHUNK = 1000
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class ImageRead:
+    """One content file read: the row to store (or ``None``) and what was wrong."""
+
+    name: str
+    row: dict[str, Any] | None
+    parent: str | None
+    problems: list[Problem]
+
+
+def read_metadata(base: str, name: str) -> tuple[dict[str, Any], list[Problem]]:
+    """``parent``, ``lastUpdated`` and ``builtLocally`` of one image."""
+    path = METADATA + name
+    folder = f"{base}/{path}/"
+    out: dict[str, Any] = {"parent": None, "last_updated": None, "built_locally": False}
+    problems: list[Problem] = []
+    try:
+        parent = read_optional(folder + "parent")
+        last = read_optional(folder + "lastUpdated")
+        built = read_optional(folder + "builtLocally")
+    except OSError as exc:
+        return out, [Problem(path, "bad-metadata", f"metadata unreadable: {exc.strerror or exc}")]
+    if parent is not None:
+        text = parent.decode("utf-8", "replace")
+        if is_image_id(text):
+            out["parent"] = text
+        else:
+            problems.append(Problem(path, "bad-parent",
+                                    f"parent file does not hold an image ID: {text[:80]!r}"))
+    if last:
+        text = last.decode("utf-8", "replace")
+        try:
+            parse_time(text)
+            out["last_updated"] = text
+        except InvalidImageConfig:
+            problems.append(Problem(path, "bad-metadata",
+                                    f"lastUpdated is not RFC 3339: {text[:40]!r}"))
+    out["built_locally"] = built is not None and built[:1] == b"\x01"
+    return out, problems
+
+
+def read_image(base: str, name: str) -> ImageRead:
+    """Read, verify and parse one content file, with its metadata (moby's restore checks,
+    except the layer's existence, which the caller knows)."""
+    path = CONTENT + name
+    if name.startswith(TEMP_PREFIX):
+        return ImageRead(name, None, None, [
+            Problem(path, "temp-file", "temporary file left by an interrupted write")])
+    if not is_hex64(name):
+        return ImageRead(name, None, None, [
+            Problem(path, "invalid-name", "name is not 64 lowercase hex digits; skipped")])
+    image_id = PREFIX + name
+    try:
+        raw = read_regular(f"{base}/{path}")
+    except FileNotFoundError:
+        return ImageRead(name, None, None, [])
+    except OSError as exc:
+        return ImageRead(name, None, None, [
+            Problem(path, "unreadable", f"invalid image: {exc.strerror or exc}")])
+    if digest_of(raw) != image_id:
+        return ImageRead(name, None, None, [
+            Problem(path, "digest-mismatch", f"invalid image: failed to verify: {image_id}")])
+    try:
+        fields = parse_config(raw)
+    except InvalidImageConfig as exc:
+        return ImageRead(name, None, None, [
+            Problem(path, "invalid-config", f"invalid image: {exc}")])
+    meta, problems = read_metadata(base, name)
+
+    def text(key: str) -> str:
+        value = fields.get(key)
+        return value if isinstance(value, str) else ""
+
+    diff_ids = fields["rootfs"]["diff_ids"]
+    created = fields.get("created")
+    row = {
+        "id": image_id, "created": created if isinstance(created, str) else None,
+        "os": text("os"), "architecture": text("architecture"), "variant": text("variant"),
+        "author": text("author"), "comment": text("comment"),
+        "docker_version": text("docker_version"), "chain_id": chain_id(diff_ids),
+        "layer_count": len(diff_ids), "config_size": len(raw), "raw": raw,
+        "last_updated": meta["last_updated"], "built_locally": meta["built_locally"],
+    }
+    return ImageRead(name, row, meta["parent"], problems)
+
+
+def read_images(base: str, names: Sequence[str]) -> list[ImageRead]:
+    # Module-level, so worker processes can unpickle a reference to it.
+    return [read_image(base, name) for name in names]
+
+
+LayerRead = tuple[str, tuple[str, str | None, int, str] | None, Problem | None]
+
+
+def read_layers(base: str, names: Sequence[str]) -> list[LayerRead]:
+    """(name, (diff_id, parent, diff_size, cache_id) or None, problem or None) per layer."""
+    layerdb = LayerDB(Path(base) / "layerdb")
+    out: list[LayerRead] = []
+    for name in names:
+        try:
+            layer = layerdb.read_layer(name)
+        except BadEntry as exc:
+            out.append((name, None, Problem(LAYERS + name, "bad-layer",
+                                            f"layer not loaded: {exc}")))
+            continue
+        out.append((name, (layer.diff_id, layer.parent, layer.size, layer.cache_id), None))
+    return out
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # fork is cheap and the children touch no inherited handle; with other threads alive
+    # fork is unsafe, so fall back to forkserver.
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver")
+
+
+def chunked_map(fn: Callable[[str, Sequence[str]], list[R]], base: str,
+                names: Sequence[str]) -> Iterator[list[R]]:
+    """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
+    pass is large and the machine has more than one core."""
+    chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(names) < PARALLEL_MIN or workers < 2:
+        for chunk in chunks:
+            yield fn(base, chunk)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+        yield from pool.map(fn, [base] * len(chunks), chunks)
