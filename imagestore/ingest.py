@@ -10,8 +10,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,4 +169,11 @@ def chunked_map(fn: Callable[[str, Sequence[str]], list[R]], base: str,
             yield fn(base, chunk)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        yield from pool.map(fn, [base] * len(chunks), chunks)
+        # A bounded window of chunks in flight keeps memory flat while the caller writes.
+        pending: deque[Future[list[R]]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(fn, base, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
