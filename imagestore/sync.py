@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from imagestore import schema
 from imagestore.digest import PREFIX
@@ -208,7 +208,10 @@ class _Pass:
         t = schema.images
         changed, removed, present = self.diff(CONTENT)
         meta_changed, meta_removed, _ = self.diff(METADATA)
-        known = {r[len(PREFIX):] for r in self.conn.scalars(select(t.c.id))}
+        total = self.conn.scalar(select(func.count()).select_from(t)) or 0
+        if not (changed or removed or meta_changed or meta_removed or layers_moved):
+            report.unchanged = total
+            return
         reread = set(changed)
         if layers_moved:
             # Images skipped for a missing layer may load now; loaded ones may have lost theirs.
@@ -216,6 +219,7 @@ class _Pass:
             orphans = self.conn.scalars(select(t.c.id).where(
                 t.c.chain_id.is_not(None), t.c.chain_id.not_in(select(schema.layers.c.chain_id))))
             reread |= {i[len(PREFIX):] for i in orphans}
+        known = self._known(reread | removed | meta_changed | meta_removed)
         meta_only = ((meta_changed | meta_removed) & known) - reread - removed
         gone = sorted(PREFIX + n for n in (removed | reread) & known)
         for chunk in _chunks(gone, 500):
@@ -244,20 +248,31 @@ class _Pass:
         report.added = loaded - loaded_known
         report.removed = len(gone) - loaded_known
         report.changed = loaded_known + len(meta_only)
-        report.unchanged = len(known) - len(gone) - len(meta_only)
+        report.unchanged = total - len(gone) - len(meta_only)
+
+    def _known(self, names: set[str]) -> set[str]:
+        """Which of these names are images in the index now."""
+        t = schema.images
+        ids = sorted(PREFIX + n for n in names if len(n) == 64)
+        known: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            known.update(i[len(PREFIX):] for i in self.conn.scalars(
+                select(t.c.id).where(t.c.id.in_(chunk))))
+        return known
 
     def _accept(self, result: ImageRead) -> bool:
-        """Record the problems of a read; True when its row may enter the index."""
-        self.note(result.problems)
+        """Record the problems of a read; True when its row may enter the index.
+
+        An image that is not restored has only the one problem that stopped it: its metadata
+        is not looked at (as in moby), so an incremental sync and a rebuild agree."""
         row = result.row
-        if row is None:
-            return False
-        chain = row["chain_id"]
-        if chain is not None and not self.layer_exists(chain):
+        if row is not None and row["chain_id"] is not None \
+                and not self.layer_exists(row["chain_id"]):
             self.note([Problem(CONTENT + result.name, "missing-layer",
-                               f"not restoring image: layer {chain} does not exist")])
+                               f"not restoring image: layer {row['chain_id']} does not exist")])
             return False
-        return True
+        self.note(result.problems)
+        return row is not None
 
     def _refresh_metadata(self, name: str) -> None:
         meta, problems = read_metadata(self.root.base, name)
