@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import run_cli
@@ -68,8 +69,8 @@ def test_tree_draws_every_image_once_with_tags(capsys: pytest.CaptureFixture[str
     assert any("web:prod" in line for line in lines)
     nested = run_cli(capsys, real_root, "tree", "--json").json()
 
-    def count(nodes: list[dict[str, object]]) -> int:
-        return sum(1 + count(n["children"]) for n in nodes)  # type: ignore[arg-type]
+    def count(nodes: list[dict[str, Any]]) -> int:
+        return sum(1 + count(n["children"]) for n in nodes)
 
     assert count(nested) == 39
 

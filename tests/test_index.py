@@ -62,20 +62,6 @@ def test_deleting_the_index_rebuilds_the_same_state(real_root: Path, index: Path
         assert snapshot(store) == before
 
 
-def test_reopening_reads_nothing_unchanged(real_root: Path, index: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    imagestore.open(real_root, index).close()
-    import imagestore.ingest as ingest_module
-
-    calls: list[str] = []
-    real = ingest_module.read_regular
-    monkeypatch.setattr(ingest_module, "read_regular",
-                        lambda path, *a: calls.append(str(path)) or real(path, *a))
-    with imagestore.open(real_root, index) as store:
-        assert store.sync().unchanged == 39
-    assert calls == []
-
-
 def _fake_dockerd(data_root: Path) -> subprocess.Popen[bytes]:
     # argv[0] "dockerd" and a --data-root, as /proc shows a real daemon.
     proc = subprocess.Popen(["dockerd", "-c", "import time; time.sleep(60)", "--data-root",
