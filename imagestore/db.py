@@ -5,10 +5,14 @@ Only Alembic revisions create or change the schema; opening an index applies any
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
+import shutil
+import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from imagestore.dialects import postgresql, sqlite
 from imagestore.errors import IndexUnavailable
@@ -119,3 +123,41 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
+
+
+def lock_path(url: str, root: Path) -> Path:
+    path = sqlite_path(url)
+    if path is not None:
+        return path.with_name(path.name + ".lock")
+    key = hashlib.sha256(f"{url}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
+    folder = state_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{key}.lock"
+
+
+def prepare(url: str, *, readonly: bool) -> Engine:
+    """An engine on an index at the schema head; a corrupt SQLite index is set aside and
+    rebuilt (it is derived data), except when opened read-only."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        return engine
+    except (DatabaseError, OperationalError) as exc:
+        engine.dispose()
+        path = sqlite_path(url)
+        if path is None or not is_corrupt(engine, exc):
+            raise IndexUnavailable(f"cannot open index {url}: {exc.orig or exc}") from None
+        if readonly:
+            raise IndexUnavailable(
+                f"index {path} is corrupt; open without --readonly to rebuild it") from None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    warnings.warn(f"index {path} is corrupt: moved to {aside.name} and rebuilt from the root",
+                  stacklevel=3)
+    shutil.move(path, aside)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagestore.digest import is_hex64
+from imagestore.errors import ImageStoreError
 from imagestore.fs import METADATA_KEYS, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
 
@@ -50,6 +51,22 @@ class Root:
     @property
     def repositories(self) -> Path:
         return self.path / REPOSITORIES
+
+
+def find_root(path: str | os.PathLike[str]) -> Path:
+    """The image root for ``path``: the folder itself, or ``image/<driver>`` of a data-root."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ImageStoreError(f"root {str(root)!r} is not a directory")
+    if (root / "imagedb").is_dir() or (root / "layerdb").is_dir():
+        return root
+    drivers = sorted(p for p in (root / "image").glob("*") if (p / "imagedb").is_dir())
+    if len(drivers) == 1:
+        return drivers[0]
+    if len(drivers) > 1:
+        names = ", ".join(p.name for p in drivers)
+        raise ImageStoreError(f"{root} holds several image roots ({names}): pick one of image/*")
+    raise ImageStoreError(f"{root} is not a Docker image root (no imagedb/ or layerdb/)")
 
 
 def signature(st: os.stat_result) -> int:

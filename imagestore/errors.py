@@ -30,6 +30,10 @@ class InvalidImageConfig(ImageStoreError, ValueError):
     """Config bytes that moby's ``NewFromJSON`` (or ``Create``) would reject."""
 
 
+class InvalidConfigType(ImageStoreError, TypeError):
+    """``create`` was handed something that is not bytes."""
+
+
 class LayerNotFound(ImageStoreError):
     """The layer an image needs is not in ``layerdb``."""
 
@@ -57,6 +61,7 @@ __all__ = [
     "ImageNotFound",
     "ImageStoreError",
     "IndexUnavailable",
+    "InvalidConfigType",
     "InvalidImageConfig",
     "LayerNotFound",
     "ReadOnlyStore",

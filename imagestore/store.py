@@ -8,38 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import threading
-import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select, text, update
-from sqlalchemy.exc import DatabaseError, OperationalError
 
 from imagestore import db, schema
 from imagestore.daemon import running_daemon
 from imagestore.digest import (
     PREFIX,
     hex_of,
-    is_hex64,
     normalize_id,
     parse_search_term,
     prefix_upper_bound,
 )
-from imagestore.entries import CONTENT, LAYERS, METADATA, REPOSITORIES, Root
+from imagestore.entries import CONTENT, LAYERS, METADATA, REPOSITORIES, Root, find_root
 from imagestore.errors import (
     AmbiguousImageID,
     DaemonRunning,
     ImageNotFound,
     ImageStoreError,
-    IndexUnavailable,
+    InvalidConfigType,
     LayerNotFound,
     ReadOnlyStore,
 )
@@ -59,22 +54,6 @@ MAX_CANDIDATES = 1000
 # Every image whose ID starts with a prefix is in [sha256:<p>, sha256:<p>g): one range read of
 # the primary-key index (tests/test_search.py checks the plan).
 PREFIX_SQL = "SELECT id FROM images WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n"
-
-
-def find_root(path: str | os.PathLike[str]) -> Path:
-    """The image root for ``path``: the folder itself, or ``image/<driver>`` of a data-root."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ImageStoreError(f"root {str(root)!r} is not a directory")
-    if (root / "imagedb").is_dir() or (root / "layerdb").is_dir():
-        return root
-    drivers = sorted(p for p in (root / "image").glob("*") if (p / "imagedb").is_dir())
-    if len(drivers) == 1:
-        return drivers[0]
-    if len(drivers) > 1:
-        names = ", ".join(p.name for p in drivers)
-        raise ImageStoreError(f"{root} holds several image roots ({names}): pick one of image/*")
-    raise ImageStoreError(f"{root} is not a Docker image root (no imagedb/ or layerdb/)")
 
 
 def _image_id(value: str) -> str:
@@ -448,48 +427,6 @@ class Store:
         return int(value)
 
 
-class InvalidConfigType(ImageStoreError, TypeError):
-    """``create`` was handed something that is not bytes."""
-
-
-def _lock_path(url: str, root: Path) -> Path:
-    path = db.sqlite_path(url)
-    if path is not None:
-        return path.with_name(path.name + ".lock")
-    key = hashlib.sha256(f"{url}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
-    folder = db.state_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / f"{key}.lock"
-
-
-def _prepare(url: str, *, readonly: bool) -> Engine:
-    """An engine on an index at the schema head; a corrupt SQLite index is set aside and
-    rebuilt (it is derived data), except when opened read-only."""
-    engine = db.make_engine(url)
-    try:
-        db.upgrade(engine)
-        return engine
-    except (DatabaseError, OperationalError) as exc:
-        engine.dispose()
-        path = db.sqlite_path(url)
-        if path is None or not db.is_corrupt(engine, exc):
-            raise IndexUnavailable(f"cannot open index {url}: {exc.orig or exc}") from None
-        if readonly:
-            raise IndexUnavailable(
-                f"index {path} is corrupt; open without --readonly to rebuild it") from None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    warnings.warn(f"index {path} is corrupt: moved to {aside.name} and rebuilt from the root",
-                  stacklevel=3)
-    shutil.move(path, aside)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(str(path) + suffix)
-    engine = db.make_engine(url)
-    db.upgrade(engine)
-    return engine
-
-
 def open(
     root: str | os.PathLike[str],
     index: str | os.PathLike[str] | None = None,
@@ -506,8 +443,8 @@ def open(
     if not readonly:
         ImageDB(image_root / "imagedb", create=True)
     url = db.index_url(index, image_root)
-    engine = _prepare(url, readonly=readonly)
-    store = Store(image_root, engine, _lock_path(url, image_root), readonly=readonly,
+    engine = db.prepare(url, readonly=readonly)
+    store = Store(image_root, engine, db.lock_path(url, image_root), readonly=readonly,
                   force=force)
     if sync:
         try:
@@ -518,4 +455,4 @@ def open(
     return store
 
 
-__all__ = ["Store", "find_root", "is_hex64", "open"]
+__all__ = ["Store", "open"]
