@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from imagestore import fsck as checker
 from imagestore import report
 from imagestore.errors import ImageStoreError
 from imagestore.store import Store
+from imagestore.sync import SyncReport
 
 LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 
@@ -38,7 +40,9 @@ class Context:
             if write and self.readonly:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
             self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
-                                          force=self.force, sync=sync)
+                                          force=self.force, sync=False)
+            if sync:
+                synced(self._store)
         return self._store
 
     def close(self) -> None:
@@ -47,6 +51,38 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, only on a terminal and only once a sync has taken
+    more than a moment (a warm open never shows it)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.start < 1.0 or (now - self.last < 0.1 and done < total):
+            return
+        self.last, self.shown = now, True
+        filled = 30 * done // max(total, 1)
+        click.echo(f"\rsyncing {phase:<6} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}",
+                   err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+def synced(store: Store, *, full: bool = False) -> SyncReport:
+    bar = ProgressBar() if sys.stderr.isatty() else None
+    try:
+        return store.sync(full=full, progress=bar)
+    finally:
+        if bar is not None:
+            bar.finish()
 
 
 def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -94,7 +130,7 @@ def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
 @pass_ctx
 def sync(ctx: Context, full: bool, fmt: str | None) -> None:
     """Bring the index up to date with the root; report counts and problems."""
-    result = ctx.store(sync=False).sync(full=full)
+    result = synced(ctx.store(sync=False), full=full)
     if fmt == "json":
         emit(report.to_json(result.to_dict()) + "\n")
         return

@@ -43,6 +43,7 @@ from imagestore.image import Image, check_history, format_time, parse_config, pa
 from imagestore.layers import LayerMetadata
 from imagestore.references import normalize_reference
 from imagestore.sync import (
+    Progress,
     SyncReport,
     ingest_image,
     record_signatures,
@@ -351,15 +352,16 @@ class Store:
             raise ImageNotFound(f"No such image: {image_id}")
         return row[0]
 
-    def sync(self, *, full: bool = False) -> SyncReport:
-        """Bring the index up to date with the root (``full``: rebuild it from scratch)."""
+    def sync(self, *, full: bool = False, progress: Progress | None = None) -> SyncReport:
+        """Bring the index up to date with the root (``full``: rebuild it from scratch;
+        ``progress(phase, done, total)``: told as entries are read)."""
         with self._locked() as conn:
             if not self.readonly and running_daemon(self.root.path) is None:
                 # Under the writers' lock no imagestore write is in flight, so these are
                 # leftovers of a crash.
                 self._imagedb().remove_temp_files()
                 self.root.layerdb.remove_leftovers()
-            return run(conn, self.root, full=full)
+            return run(conn, self.root, full=full, progress=progress)
 
     # -- beyond moby: what a command line needs ---------------------------------------------
     def resolve(self, ref: str) -> str:

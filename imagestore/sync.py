@@ -9,7 +9,7 @@ as problems, exactly where moby logs and skips them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -31,6 +31,7 @@ from imagestore.entries import (
 )
 from imagestore.fs import read_optional
 from imagestore.ingest import (
+    CHUNK,
     ImageRead,
     Problem,
     chunked_map,
@@ -43,6 +44,7 @@ from imagestore.layers import BadEntry
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
+Progress = Callable[[str, int, int], None]
 
 __all__ = ["Problem", "Root", "SyncReport", "all_problems", "ingest_image", "record_signatures",
            "run", "set_parent_edge"]
@@ -94,13 +96,19 @@ def _under(column: Any, kind: str) -> Any:
 class _Pass:
     """One sync: decides what to re-read, reads it, and writes the differences."""
 
-    def __init__(self, conn: Connection, root: Root, *, full: bool = False) -> None:
+    def __init__(self, conn: Connection, root: Root, *, full: bool = False,
+                 progress: Progress | None = None) -> None:
         self.conn = conn
         self.root = root
         self.full = full
+        self.progress = progress
         self.problems: dict[str, Problem] = {}
         self.cleared: set[str] = set()  # paths whose old problem no longer applies
         self._chains: set[str] | None = None
+
+    def tell(self, phase: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, min(done, total), total)
 
     def note(self, problems: Iterable[Problem]) -> None:
         for p in problems:
@@ -151,8 +159,9 @@ class _Pass:
             if r.chain_id not in stale:
                 records[r.chain_id] = (r.diff_id, r.parent_id, r.diff_size, r.cache_id)
         fresh: set[str] = set()
-        for results in chunked_map(read_layers, self.root.base,
-                                   sorted((changed | broken) & present)):
+        names = sorted((changed | broken) & present)
+        for done, results in enumerate(chunked_map(read_layers, self.root.base, names)):
+            self.tell("layers", done * CHUNK + len(results), len(names))
             for name, record, problem in results:
                 if record is None:
                     self.note([problem] if problem else [])
@@ -228,7 +237,9 @@ class _Pass:
             self.cleared.update((CONTENT + name, METADATA + name))
         loaded = 0
         loaded_known = 0
-        for results in chunked_map(read_images, self.root.base, sorted(reread)):
+        names = sorted(reread)
+        for done, results in enumerate(chunked_map(read_images, self.root.base, names)):
+            self.tell("images", done * CHUNK + len(results), len(names))
             rows, edges = [], []
             for result in results:
                 if self._accept(result):
@@ -389,13 +400,16 @@ def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
     return one.problems.get(CONTENT + name)
 
 
-def run(conn: Connection, root: Root, *, full: bool = False) -> SyncReport:
-    """Sync the index on ``conn`` (inside the caller's write transaction) with ``root``."""
+def run(conn: Connection, root: Root, *, full: bool = False,
+        progress: Progress | None = None) -> SyncReport:
+    """Sync the index on ``conn`` (inside the caller's write transaction) with ``root``.
+
+    ``progress(phase, done, total)`` is called as layers and images are read."""
     if full:
         for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
                       schema.problems, schema.entries):
             conn.execute(delete(table))
-    sync = _Pass(conn, root, full=full)
+    sync = _Pass(conn, root, full=full, progress=progress)
     report = SyncReport()
     layers_moved = sync.sync_layers()
     sync.sync_images(layers_moved, report)
