@@ -12,15 +12,17 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Connection, Engine, Table, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from imagestore.dialects import postgresql, sqlite
@@ -85,6 +87,21 @@ def make_engine(url: str) -> Engine:
         raise IndexUnavailable(f"cannot use index {url!r}: {exc}") from None
     dialect.configure(engine)
     return engine
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """``executemany`` straight to the driver: the cold sync inserts hundreds of thousands of
+    rows, and per-row parameter processing would cost more than SQLite's own work."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    if conn.dialect.name == "sqlite":
+        marks = [f":{c}" for c in columns]
+    else:
+        marks = [f"%({c})s" for c in columns]
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(marks)})",
+        list(rows))
 
 
 def is_corrupt(engine: Engine, exc: BaseException) -> bool:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from imagestore.digest import chain_id as _chain_id
@@ -21,14 +21,17 @@ from imagestore.errors import InvalidImageConfig
 
 JSONObject = dict[str, Any]
 Check = Callable[[Any, str], None]
-
+# What a struct field must hold: ``str`` or ``bool`` (checked inline, the common case), or a
+# check function for anything else.
+Spec = Any
 
 # The only non-ASCII letters whose Unicode simple case folding reaches an ASCII letter.
 _GO_FOLD = str.maketrans({"\u017f": "s", "\u212a": "k"})
 
 
+@lru_cache(maxsize=4096)
 def _go_fold(key: str) -> str:
-    """Go's ``EqualFold`` key for the ASCII field names we know."""
+    """Go's ``EqualFold`` key for the ASCII field names we know (keys repeat: cached)."""
     return key.translate(_GO_FOLD).lower()
 
 
@@ -37,22 +40,12 @@ def _fail(path: str, value: Any, want: str) -> None:
     raise InvalidImageConfig(f"json: cannot unmarshal {kind} into field {path} of type {want}")
 
 
-def _string(value: Any, path: str) -> None:
-    if value is not None and not isinstance(value, str):
-        _fail(path, value, "string")
-
-
-def _bool(value: Any, path: str) -> None:
-    if value is not None and not isinstance(value, bool):
-        _fail(path, value, "bool")
-
-
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def _int(value: Any, path: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or not _INT64[0] <= value <= _INT64[1]):
+    # JSON decoding yields exact types, so ``type(...) is`` is exact here (and bool is no int).
+    if value is not None and (type(value) is not int or not _INT64[0] <= value <= _INT64[1]):
         _fail(path, value, "int64")
 
 
@@ -60,36 +53,66 @@ def _strings(value: Any, path: str) -> None:
     if value is None:
         return
     # Go leaves a null element as "" without complaint.
-    if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
+    if type(value) is not list or not all(v is None or type(v) is str for v in value):
         _fail(path, value, "[]string")
 
 
 def _str_slice(value: Any, path: str) -> None:
     """docker's ``StrSlice`` (Cmd, Entrypoint, Shell) also takes a single string."""
-    if not isinstance(value, str):
+    if type(value) is not str:
         _strings(value, path)
 
 
 def _object(value: Any, path: str) -> None:
-    if value is not None and not isinstance(value, dict):
+    if value is not None and type(value) is not dict:
         _fail(path, value, "object")
 
 
 def _string_map(value: Any, path: str) -> None:
     _object(value, path)
-    if isinstance(value, dict) and not all(v is None or isinstance(v, str) for v in value.values()):
+    if value is not None and not all(v is None or type(v) is str for v in value.values()):
         _fail(path, value, "map[string]string")
 
 
-def _struct(fields: dict[str, Check]) -> Check:
+def _fold(obj: JSONObject, exact: dict[str, Spec], lowered: dict[str, str]) -> JSONObject:
+    """Map keys to known field names as Go does (exact, else case-insensitive; in document
+    order, so the last of two spellings wins); unknown keys are dropped."""
+    out: JSONObject = {}
+    for key, value in obj.items():
+        if key in exact:
+            out[key] = value
+        else:
+            name = lowered.get(_go_fold(key))
+            if name is not None:
+                out[name] = value
+    return out
+
+
+def _lowered(spec: dict[str, Spec]) -> dict[str, str]:
+    return {_go_fold(name): name for name in spec}
+
+
+def _struct(fields: dict[str, Spec]) -> Check:
     """A check for a Go struct: fold keys like Go, check the known ones, ignore the rest."""
-    lowered = {_go_fold(name): name for name in fields}
+    lowered = _lowered(fields)
 
     def check(value: Any, path: str) -> None:
-        _object(value, path)
-        if isinstance(value, dict):
-            for key, folded in _fold(value, lowered).items():
-                fields[key](folded, f"{path}.{key}")
+        if value is None:
+            return
+        if type(value) is not dict:
+            _fail(path, value, "object")
+        for key, item in _fold(value, fields, lowered).items():
+            if item is None:
+                continue
+            spec = fields[key]
+            if spec is str:
+                if type(item) is not str:
+                    _fail(f"{path}.{key}", item, "string")
+            elif spec is bool:
+                if type(item) is not bool:
+                    _fail(f"{path}.{key}", item, "bool")
+            else:
+                spec(item, f"{path}.{key}")
 
     return check
 
@@ -98,7 +121,7 @@ def _list_of(item: Check) -> Check:
     def check(value: Any, path: str) -> None:
         if value is None:
             return
-        if not isinstance(value, list):
+        if type(value) is not list:
             _fail(path, value, "array")
         for i, v in enumerate(value):
             item(v, f"{path}[{i}]")
@@ -110,12 +133,12 @@ _CONTAINER_CONFIG = _struct(
     {
         **dict.fromkeys(
             ["Hostname", "Domainname", "User", "Image", "WorkingDir", "MacAddress", "StopSignal"],
-            _string,
+            str,
         ),
         **dict.fromkeys(
             ["AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce",
              "ArgsEscaped", "NetworkDisabled"],
-            _bool,
+            bool,
         ),
         "Env": _strings,
         "OnBuild": _strings,
@@ -131,42 +154,39 @@ _CONTAINER_CONFIG = _struct(
     }
 )
 
-_HISTORY = _struct(
-    {"created": _string, "author": _string, "created_by": _string, "comment": _string,
-     "empty_layer": _bool}
-)
-
-_ROOTFS = _struct({"type": _string, "diff_ids": _strings})
+_HISTORY_SPEC: dict[str, Spec] = {"created": str, "author": str, "created_by": str,
+                                  "comment": str, "empty_layer": bool}
+_ROOTFS_SPEC: dict[str, Spec] = {"type": str, "diff_ids": _strings}
 
 # Top-level fields of moby's Image (V1Image embedded; its "parent" is shadowed by Image.Parent).
-_IMAGE_FIELDS: dict[str, Check] = {
+_IMAGE_SPEC: dict[str, Spec] = {
     **dict.fromkeys(
         ["id", "parent", "comment", "created", "container", "docker_version", "author",
          "architecture", "variant", "os", "os.version"],
-        _string,
+        str,
     ),
     "container_config": _CONTAINER_CONFIG,
     "config": _CONTAINER_CONFIG,
     "Size": _int,
-    "rootfs": _ROOTFS,
-    "history": _list_of(_HISTORY),
+    "rootfs": _struct(_ROOTFS_SPEC),
+    "history": _list_of(_struct(_HISTORY_SPEC)),
     "os.features": _strings,
 }
-_IMAGE_LOWER = {name.lower(): name for name in _IMAGE_FIELDS}
-def _fold(obj: JSONObject, lowered: dict[str, str]) -> JSONObject:
-    """Map keys to known field names as Go does: exact match, else case-insensitive."""
-    out: JSONObject = {}
-    for key, value in obj.items():
-        name = lowered.get(_go_fold(key))
-        if name is not None:
-            out[name] = value
-    return out
+_IMAGE = _struct(_IMAGE_SPEC)
+
+
+_IMAGE_LOWER = _lowered(_IMAGE_SPEC)
+_ROOTFS_LOWER = _lowered(_ROOTFS_SPEC)
+_HISTORY_LOWER = _lowered(_HISTORY_SPEC)
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> JSONObject:
-    # Last duplicate wins, but a case-variant that Go folds onto the same field must also
-    # replace the earlier one: keep insertion order of the *last* occurrence.
-    out: JSONObject = {}
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    # Duplicates: the last wins, and it must also come last, so that a case variant that Go
+    # folds onto the same field is overridden in document order.
+    out = {}
     for key, value in pairs:
         out.pop(key, None)
         out[key] = value
@@ -195,15 +215,14 @@ def parse_config(raw: bytes) -> JSONObject:
         raise InvalidImageConfig(
             f"json: cannot unmarshal {type(doc).__name__} into Go value of type image.Image"
         )
-    fields = _fold(doc or {}, _IMAGE_LOWER)
     try:
-        for key, value in fields.items():
-            _IMAGE_FIELDS[key](value, key)
+        _IMAGE(doc, "Image")
     except RecursionError:
         raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
+    fields = _fold(doc or {}, _IMAGE_SPEC, _IMAGE_LOWER)
     if fields.get("rootfs") is None:
         raise InvalidImageConfig("invalid image JSON, no RootFS key")
-    rootfs = _fold(fields["rootfs"], {"type": "type", "diff_ids": "diff_ids"})
+    rootfs = _fold(fields["rootfs"], _ROOTFS_SPEC, _ROOTFS_LOWER)
     diff_ids = [d or "" for d in rootfs.get("diff_ids") or []]
     fields["rootfs"] = {"type": rootfs.get("type") or "", "diff_ids": diff_ids}
     created = fields.get("created")
@@ -215,8 +234,8 @@ def parse_config(raw: bytes) -> JSONObject:
 def check_history(fields: JSONObject) -> None:
     """moby's ``Create`` rule: no more non-empty history entries than layers."""
     history = fields.get("history") or []
-    non_empty = sum(1 for h in history if not _fold(h or {}, {"empty_layer": "empty_layer"})
-                    .get("empty_layer"))
+    non_empty = sum(1 for h in history
+                    if not _fold(h or {}, _HISTORY_SPEC, _HISTORY_LOWER).get("empty_layer"))
     if non_empty > len(fields["rootfs"]["diff_ids"]):
         raise InvalidImageConfig("too many non-empty layers in History section")
 

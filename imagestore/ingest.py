@@ -29,6 +29,7 @@ PARALLEL_MIN = 4000
 CHUNK = 1000
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,16 @@ class ImageRead:
     problems: list[Problem]
 
 
-def read_metadata(base: str, name: str) -> tuple[dict[str, Any], list[Problem]]:
-    """``parent``, ``lastUpdated`` and ``builtLocally`` of one image."""
+def read_metadata(base: str, name: str,
+                  exists: bool = True) -> tuple[dict[str, Any], list[Problem]]:
+    """``parent``, ``lastUpdated`` and ``builtLocally`` of one image (``exists=False``: the
+    caller knows it has no metadata folder, so nothing is opened)."""
     path = METADATA + name
     folder = f"{base}/{path}/"
     out: dict[str, Any] = {"parent": None, "last_updated": None, "built_locally": False}
     problems: list[Problem] = []
+    if not exists:
+        return out, problems
     try:
         parent = read_optional(folder + "parent")
         last = read_optional(folder + "lastUpdated")
@@ -82,7 +87,7 @@ def read_metadata(base: str, name: str) -> tuple[dict[str, Any], list[Problem]]:
     return out, problems
 
 
-def read_image(base: str, name: str) -> ImageRead:
+def read_image(base: str, name: str, has_metadata: bool = True) -> ImageRead:
     """Read, verify and parse one content file, with its metadata (moby's restore checks,
     except the layer's existence, which the caller knows)."""
     path = CONTENT + name
@@ -108,7 +113,7 @@ def read_image(base: str, name: str) -> ImageRead:
     except InvalidImageConfig as exc:
         return ImageRead(name, None, None, [
             Problem(path, "invalid-config", f"invalid image: {exc}")])
-    meta, problems = read_metadata(base, name)
+    meta, problems = read_metadata(base, name, has_metadata)
 
     def text(key: str) -> str:
         value = fields.get(key)
@@ -127,9 +132,9 @@ def read_image(base: str, name: str) -> ImageRead:
     return ImageRead(name, row, meta["parent"], problems)
 
 
-def read_images(base: str, names: Sequence[str]) -> list[ImageRead]:
-    # Module-level, so worker processes can unpickle a reference to it.
-    return [read_image(base, name) for name in names]
+def read_images(base: str, items: Sequence[tuple[str, bool]]) -> list[ImageRead]:
+    """(name, has a metadata folder) pairs; module-level, so worker processes can run it."""
+    return [read_image(base, name, has_metadata) for name, has_metadata in items]
 
 
 LayerRead = tuple[str, tuple[str, str | None, int, str] | None, Problem | None]
@@ -158,8 +163,8 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
-def chunked_map(fn: Callable[[str, Sequence[str]], list[R]], base: str,
-                names: Sequence[str]) -> Iterator[list[R]]:
+def chunked_map(fn: Callable[[str, Sequence[T]], list[R]], base: str,
+                names: Sequence[T]) -> Iterator[list[R]]:
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
     chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]

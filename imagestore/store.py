@@ -38,7 +38,7 @@ from imagestore.errors import (
     LayerNotFound,
     ReadOnlyStore,
 )
-from imagestore.fs import ImageDB, atomic_write, read_optional
+from imagestore.fs import MAX_FILE_SIZE, ImageDB, atomic_write, read_optional
 from imagestore.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.layers import LayerMetadata
 from imagestore.references import normalize_reference
@@ -389,7 +389,7 @@ class Store:
         image_id = _image_id(image_id)
         path = self.root.repositories
         with self._write("untag an image") as conn:
-            raw = read_optional(path)
+            raw = read_optional(path, limit=MAX_FILE_SIZE)
             if raw is None:
                 return []
             try:

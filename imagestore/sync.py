@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from imagestore import schema
+from imagestore.db import bulk_insert
 from imagestore.digest import PREFIX
 from imagestore.entries import (
     CONTENT,
@@ -29,7 +30,7 @@ from imagestore.entries import (
     entry_signature,
     scan,
 )
-from imagestore.fs import read_optional
+from imagestore.fs import MAX_FILE_SIZE, read_optional
 from imagestore.ingest import (
     CHUNK,
     ImageRead,
@@ -134,7 +135,7 @@ class _Pass:
             self.conn.execute(delete(e).where(e.c.path.in_(chunk)))
         rows = [{"path": kind + n, "signature": current[n]} for n in sorted(changed)]
         for chunk in _chunks(rows):
-            self.conn.execute(insert(e), chunk)
+            bulk_insert(self.conn, e, chunk)
         return changed, removed, set(current)
 
     # -- layers -----------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class _Pass:
                    "diff_size": diff_size, "size": size, "cache_id": cache_id, "depth": depth}
             (new_rows if old is None else updates).append(row)
         for chunk in _chunks(new_rows):
-            self.conn.execute(insert(t), chunk)
+            bulk_insert(self.conn, t, chunk)
         for row in updates:
             self.conn.execute(update(t).where(t.c.chain_id == row["chain_id"]).values(**row))
         self._chains = set(valid)
@@ -216,7 +217,7 @@ class _Pass:
     def sync_images(self, layers_moved: bool, report: SyncReport) -> None:
         t = schema.images
         changed, removed, present = self.diff(CONTENT)
-        meta_changed, meta_removed, _ = self.diff(METADATA)
+        meta_changed, meta_removed, meta_present = self.diff(METADATA)
         total = self.conn.scalar(select(func.count()).select_from(t)) or 0
         if not (changed or removed or meta_changed or meta_removed or layers_moved):
             report.unchanged = total
@@ -237,7 +238,7 @@ class _Pass:
             self.cleared.update((CONTENT + name, METADATA + name))
         loaded = 0
         loaded_known = 0
-        names = sorted(reread)
+        names = [(n, n in meta_present) for n in sorted(reread)]
         for done, results in enumerate(chunked_map(read_images, self.root.base, names)):
             self.tell("images", done * CHUNK + len(results), len(names))
             rows, edges = [], []
@@ -248,10 +249,8 @@ class _Pass:
                     if result.parent is not None:
                         edges.append({"child_id": result.row["id"], "parent_id": result.parent})
                     loaded_known += result.name in known
-            if rows:
-                self.conn.execute(insert(t), rows)
-            if edges:
-                self.conn.execute(insert(schema.parents), edges)
+            bulk_insert(self.conn, t, rows)
+            bulk_insert(self.conn, schema.parents, edges)
             loaded += len(rows)
         for name in sorted(meta_only):
             self.cleared.add(METADATA + name)
@@ -302,7 +301,7 @@ class _Pass:
         self.conn.execute(delete(schema.tags))
         self.cleared.update(self.problem_paths(REPOSITORIES))
         try:
-            raw = read_optional(self.root.repositories)
+            raw = read_optional(self.root.repositories, limit=MAX_FILE_SIZE)
         except OSError as exc:
             self.note([Problem(REPOSITORIES, "bad-references",
                                f"unreadable: {exc.strerror or exc}")])
@@ -319,7 +318,7 @@ class _Pass:
         rows = [{"ref": r.ref, "repository": r.repository, "tag": r.tag, "digest": r.digest,
                  "image_id": r.image_id} for r in refs]
         for chunk in _chunks(rows):
-            self.conn.execute(insert(schema.tags), chunk)
+            bulk_insert(self.conn, schema.tags, chunk)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def save_problems(self) -> None:
@@ -332,7 +331,7 @@ class _Pass:
         rows = [{"path": x.path, "kind": x.kind, "reason": x.reason, "found_at": found}
                 for x in self.problems.values()]
         for chunk in _chunks(rows):
-            self.conn.execute(insert(p), chunk)
+            bulk_insert(self.conn, p, chunk)
 
 
 def all_problems(conn: Connection) -> list[Problem]:
