@@ -7,10 +7,10 @@ folder, a container mount, ``repositories.json``. Its signature is a 63-bit numb
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from imagestore.digest import is_hex64
 from imagestore.errors import ImageStoreError
 from imagestore.fs import METADATA_KEYS, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
+from imagestore.parallel import chunked_map
 
 CONTENT = "imagedb/content/sha256/"
 METADATA = "imagedb/metadata/sha256/"
@@ -90,55 +91,63 @@ def files_signature(folder: str, names: tuple[str, ...]) -> int:
     return h
 
 
-def _scandir(folder: str) -> Iterator[os.DirEntry[str]]:
+def names(root: Root, kind: str) -> list[str]:
+    """Candidate entries of one kind (the raw listing: ``signatures`` weeds out the rest)."""
+    folder = f"{root.base}/{kind}"
+    if kind == REPOSITORIES:
+        return [""]
     try:
-        with os.scandir(folder) as it:
-            yield from it
+        return os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return []
+
+
+def signatures(kind: str, base: str, names: Sequence[str]) -> list[int | None]:
+    """The current signature of each named entry (``None``: gone); runs in workers."""
+    return [_signature_at(base, kind, name) for name in names]
 
 
 def scan(root: Root, kind: str) -> dict[str, int]:
     """The signature of every entry of one kind, keyed by its name (hex, or mount name).
 
     One ``lstat`` per content file and per layer folder (dockerd writes a layer folder
-    elsewhere and renames it into place, never rewriting its files), one per metadata file
-    (other tools rewrite those in place). ``sync --full`` re-reads everything regardless.
+    elsewhere and renames it into place, never rewriting its files); for a metadata folder,
+    the folder and each of its files (other tools rewrite those in place). A large root is
+    stat-ed by worker processes. ``sync --full`` re-reads everything regardless.
     """
-    folder = f"{root.base}/{kind}"
+    found = sorted(names(root, kind))
     sigs: dict[str, int] = {}
-    if kind == CONTENT:
-        for entry in _scandir(folder):
-            sigs[entry.name] = signature(entry.stat(follow_symlinks=False))
-    elif kind == METADATA:
-        for entry in _scandir(folder):
-            if is_hex64(entry.name) and entry.is_dir(follow_symlinks=False):
-                sigs[entry.name] = files_signature(folder + entry.name, METADATA_KEYS)
-    elif kind == LAYERS:
-        for entry in _scandir(folder):
-            if is_hex64(entry.name) and entry.is_dir(follow_symlinks=False):
-                sigs[entry.name] = signature(entry.stat(follow_symlinks=False))
-    elif kind == MOUNTS:
-        for entry in _scandir(folder):
-            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
-                sigs[entry.name] = files_signature(folder + entry.name, MOUNT_FILES)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            sigs[""] = signature(os.lstat(folder))
+    start = 0
+    for chunk in chunked_map(functools.partial(signatures, kind), root.base, found):
+        for name, sig in zip(found[start : start + len(chunk)], chunk, strict=True):
+            if sig is not None:
+                sigs[name] = sig
+        start += len(chunk)
     return sigs
 
 
 def entry_signature(root: Root, kind: str, name: str) -> int | None:
     """The signature ``scan`` would give one entry now; ``None`` when it is gone."""
-    full = f"{root.base}/{kind}{name}"
+    return _signature_at(root.base, kind, name)
+
+
+def _signature_at(base: str, kind: str, name: str) -> int | None:
+    """``None`` for what is not an entry of that kind: absent, or a name or file type that
+    the kind does not hold (layer and metadata folders are 64-hex directories)."""
+    if kind in (METADATA, LAYERS) and not is_hex64(name):
+        return None
+    if kind == MOUNTS and name.startswith("."):
+        return None
+    full = f"{base}/{kind}{name}"
     try:
         st = os.lstat(full)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if kind in (METADATA, MOUNTS):
         if not stat.S_ISDIR(st.st_mode):
             return None
-        return files_signature(full, METADATA_KEYS if kind == METADATA else MOUNT_FILES)
+        files = files_signature(full, METADATA_KEYS if kind == METADATA else MOUNT_FILES)
+        return (files * 1000003 ^ signature(st)) & _MASK
     if kind == LAYERS and not stat.S_ISDIR(st.st_mode):
         return None
     return signature(st)

@@ -7,15 +7,10 @@ logs and skips it.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64, is_image_id
 from imagestore.entries import CONTENT, LAYERS, METADATA
@@ -23,13 +18,6 @@ from imagestore.errors import InvalidImageConfig
 from imagestore.fs import TEMP_PREFIX, read_optional, read_regular
 from imagestore.image import parse_config, parse_time
 from imagestore.layers import BadEntry, LayerDB
-
-# Below this many entries a pass stays in-process: starting workers costs more than it saves.
-PARALLEL_MIN = 4000
-CHUNK = 1000
-
-R = TypeVar("R")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -153,32 +141,3 @@ def read_layers(base: str, names: Sequence[str]) -> list[LayerRead]:
             continue
         out.append((name, (layer.diff_id, layer.parent, layer.size, layer.cache_id), None))
     return out
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # fork is cheap and the children touch no inherited handle; with other threads alive
-    # fork is unsafe, so fall back to forkserver.
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver")
-
-
-def chunked_map(fn: Callable[[str, Sequence[T]], list[R]], base: str,
-                names: Sequence[T]) -> Iterator[list[R]]:
-    """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
-    pass is large and the machine has more than one core."""
-    chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(names) < PARALLEL_MIN or workers < 2:
-        for chunk in chunks:
-            yield fn(base, chunk)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        # A bounded window of chunks in flight keeps memory flat while the caller writes.
-        pending: deque[Future[list[R]]] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(fn, base, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

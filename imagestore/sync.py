@@ -32,16 +32,15 @@ from imagestore.entries import (
 )
 from imagestore.fs import MAX_FILE_SIZE, read_optional
 from imagestore.ingest import (
-    CHUNK,
     ImageRead,
     Problem,
-    chunked_map,
     read_image,
     read_images,
     read_layers,
     read_metadata,
 )
 from imagestore.layers import BadEntry
+from imagestore.parallel import CHUNK, chunked_map
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
@@ -124,10 +123,9 @@ class _Pass:
         signatures are written at once (same transaction)."""
         current = scan(self.root, kind)
         e = schema.entries
-        stored: dict[str, int] = {} if self.full else {
-            r.path[len(kind):]: r.signature
-            for r in self.conn.execute(select(e.c.path, e.c.signature)
-                                       .where(_under(e.c.path, kind)))}
+        stored: dict[str, int] = {} if self.full else dict(self.conn.execute(
+            select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
+            .where(_under(e.c.path, kind))).all())
         changed = {n for n, sig in current.items() if stored.get(n) != sig}
         removed = set(stored) - set(current)
         stale = sorted(kind + n for n in (changed | removed) if n in stored)
