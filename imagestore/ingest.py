@@ -125,19 +125,33 @@ def read_images(base: str, items: Sequence[tuple[str, bool]]) -> list[ImageRead]
     return [read_image(base, name, has_metadata) for name, has_metadata in items]
 
 
-LayerRead = tuple[str, tuple[str, str | None, int, str] | None, Problem | None]
+LayerCheck = tuple[str, str | None, int, Problem | None]
 
 
-def read_layers(base: str, names: Sequence[str]) -> list[LayerRead]:
-    """(name, (diff_id, parent, diff_size, cache_id) or None, problem or None) per layer."""
+def check_layers(base: str, names: Sequence[str]) -> list[LayerCheck]:
+    """Check layer folders as moby's layer store loads them: (name, parent chain, own size,
+    problem). Only what chain sizes need travels back; ``layer_rows`` reads the rest."""
     layerdb = LayerDB(Path(base) / "layerdb")
-    out: list[LayerRead] = []
+    out: list[LayerCheck] = []
     for name in names:
         try:
             layer = layerdb.read_layer(name)
         except BadEntry as exc:
-            out.append((name, None, Problem(LAYERS + name, "bad-layer",
-                                            f"layer not loaded: {exc}")))
+            out.append((name, None, 0, Problem(LAYERS + name, "bad-layer",
+                                               f"layer not loaded: {exc}")))
             continue
-        out.append((name, (layer.diff_id, layer.parent, layer.size, layer.cache_id), None))
+        out.append((name, layer.parent, layer.size, None))
+    return out
+
+
+def layer_rows(base: str, chains: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(chain ID, diff ID, cache ID) of layers that ``check_layers`` accepted (one that broke
+    in between is left out; its changed signature brings it back at the next sync)."""
+    layerdb = LayerDB(Path(base) / "layerdb")
+    out = []
+    for chain in chains:
+        try:
+            out.append((chain, *layerdb.read_ids(chain[len(PREFIX):])))
+        except BadEntry:
+            continue
     return out

@@ -88,20 +88,29 @@ class LayerDB:
 
     def read_layer(self, name: str) -> Layer:
         folder = f"{self.layers}/{name}/"
+        diff, cache_id = self.read_ids(name)
         try:
-            diff = _digest(read_optional(folder + "diff"), "diff")
             raw_size = read_optional(folder + "size")
             if raw_size is None:
                 raise BadEntry("size is missing")
             size = _int64(raw_size)
-            cache_id = (read_optional(folder + "cache-id") or b"").decode("utf-8", "replace")
-            if not cache_id.strip():
-                raise BadEntry("cache-id is missing or empty")
             raw_parent = read_optional(folder + "parent")
             parent = None if raw_parent is None else _digest(raw_parent, "parent")
         except OSError as exc:
             raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
-        return Layer(PREFIX + name, diff, size, cache_id.strip(), parent)
+        return Layer(PREFIX + name, diff, size, cache_id, parent)
+
+    def read_ids(self, name: str) -> tuple[str, str]:
+        """The layer's diff ID and graph-driver cache ID."""
+        folder = f"{self.layers}/{name}/"
+        try:
+            diff = _digest(read_optional(folder + "diff"), "diff")
+            cache_id = (read_optional(folder + "cache-id") or b"").decode("utf-8", "replace")
+        except OSError as exc:
+            raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
+        if not cache_id.strip():
+            raise BadEntry("cache-id is missing or empty")
+        return diff, cache_id.strip()
 
     def read_mount(self, name: str) -> Mount:
         folder = f"{self.mounts}/{name}/"

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from imagestore import schema
-from imagestore.db import bulk_insert
+from imagestore.db import bulk_insert, bulk_load
 from imagestore.digest import PREFIX
 from imagestore.entries import (
     CONTENT,
@@ -34,9 +34,10 @@ from imagestore.fs import MAX_FILE_SIZE, read_optional
 from imagestore.ingest import (
     ImageRead,
     Problem,
+    check_layers,
+    layer_rows,
     read_image,
     read_images,
-    read_layers,
     read_metadata,
 )
 from imagestore.layers import BadEntry
@@ -103,20 +104,26 @@ class _Pass:
         self.full = full
         self.progress = progress
         self.problems: dict[str, Problem] = {}
-        self.cleared: set[str] = set()  # paths whose old problem no longer applies
+        # Problems recorded before this pass; a re-read entry's old one no longer applies.
+        self.old_problems = set(conn.scalars(select(schema.problems.c.path)))
+        self.cleared: set[str] = set()
         self._chains: set[str] | None = None
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(phase, min(done, total), total)
 
+    def clear(self, paths: Iterable[str]) -> None:
+        """Forget the old problems of these entries (they are being read again)."""
+        if self.old_problems:
+            self.cleared.update(p for p in paths if p in self.old_problems)
+
     def note(self, problems: Iterable[Problem]) -> None:
         for p in problems:
             self.problems[p.path] = p
 
     def problem_paths(self, kind: str) -> set[str]:
-        p = schema.problems
-        return set(self.conn.scalars(select(p.c.path).where(_under(p.c.path, kind))))
+        return {p for p in self.old_problems if p.startswith(kind)}
 
     def diff(self, kind: str) -> tuple[set[str], set[str], set[str]]:
         """(changed or new names, removed names, present names) of one kind; the new
@@ -127,13 +134,15 @@ class _Pass:
             select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
             .where(_under(e.c.path, kind))).all())
         changed = {n for n, sig in current.items() if stored.get(n) != sig}
-        removed = set(stored) - set(current)
+        removed = stored.keys() - current.keys()
         stale = sorted(kind + n for n in (changed | removed) if n in stored)
+        del stored
         for chunk in _chunks(stale, 500):
             self.conn.execute(delete(e).where(e.c.path.in_(chunk)))
-        rows = [{"path": kind + n, "signature": current[n]} for n in sorted(changed)]
-        for chunk in _chunks(rows):
-            bulk_insert(self.conn, e, chunk)
+        ordered = sorted(changed)
+        for i in range(0, len(ordered), BATCH):
+            bulk_insert(self.conn, e, [{"path": kind + n, "signature": current[n]}
+                                       for n in ordered[i : i + BATCH]])
         return changed, removed, set(current)
 
     # -- layers -----------------------------------------------------------------------------
@@ -147,46 +156,49 @@ class _Pass:
             return False
         t = schema.layers
         broken = {path[len(LAYERS):] for path in self.problem_paths(LAYERS)}
-        self.cleared.update(LAYERS + n for n in changed | removed | broken)
-        stale = {PREFIX + n for n in changed | removed | broken}
-        # chain -> (diff_id, parent, diff_size, cache_id); strings shared with the keys.
-        records: dict[str, tuple[str, str | None, int, str]] = {}
+        self.clear(LAYERS + n for n in changed | removed | broken)
+        stale = changed | removed | broken
+        # Only what chain sizes need stays in memory: chain -> (parent, own size). The
+        # strings are interned, so a parent costs nothing beyond its own key.
+        links: dict[str, tuple[str | None, int]] = {}
         stored: dict[str, tuple[int, int]] = {}
-        for r in self.conn.execute(select(t.c.chain_id, t.c.diff_id, t.c.parent_id,
-                                          t.c.diff_size, t.c.cache_id, t.c.size, t.c.depth)):
+        for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
+                                          t.c.depth)):
             stored[r.chain_id] = (r.size, r.depth)
-            if r.chain_id not in stale:
-                records[r.chain_id] = (r.diff_id, r.parent_id, r.diff_size, r.cache_id)
+            if r.chain_id[len(PREFIX):] not in stale:
+                links[sys.intern(r.chain_id)] = (r.parent_id and sys.intern(r.parent_id),
+                                                 r.diff_size)
         fresh: set[str] = set()
         names = sorted((changed | broken) & present)
-        for done, results in enumerate(chunked_map(read_layers, self.root.base, names)):
-            self.tell("layers", done * CHUNK + len(results), len(names))
-            for name, record, problem in results:
-                if record is None:
-                    self.note([problem] if problem else [])
+        for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
+            self.tell("layers", done * CHUNK + len(checked), len(names))
+            for name, parent, diff_size, problem in checked:
+                if problem is not None:
+                    self.note([problem])
                     continue
                 chain = sys.intern(PREFIX + name)
-                parent = sys.intern(record[1]) if record[1] else None
-                records[chain] = (record[0], parent, record[2], record[3])
+                links[chain] = (parent and sys.intern(parent), diff_size)
                 fresh.add(chain)
-        valid = _resolve_layers(records, self)
-        gone = [c for c in stored if c not in valid]
+        valid = _resolve_layers(links, self)
+        gone = [c for c in stored if c not in valid or c in fresh]
         for chunk in _chunks(gone, 500):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
-        new_rows: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        # Folders read now are (re)inserted whole; the rest may only need new chain sizes.
+        to_write = sorted(c for c in fresh if c in valid)
+        with bulk_load(self.conn, [t], len(to_write)):
+            for results in chunked_map(layer_rows, self.root.base, to_write):
+                rows = []
+                for chain, diff_id, cache_id in results:
+                    parent, diff_size = links[chain]
+                    size, depth = valid[chain]
+                    rows.append({"chain_id": chain, "diff_id": diff_id, "parent_id": parent,
+                                 "diff_size": diff_size, "size": size, "cache_id": cache_id,
+                                 "depth": depth})
+                bulk_insert(self.conn, t, rows)
         for chain, (size, depth) in valid.items():
-            old = stored.get(chain)
-            if old is not None and chain not in fresh and old == (size, depth):
-                continue
-            diff_id, parent, diff_size, cache_id = records[chain]
-            row = {"chain_id": chain, "diff_id": diff_id, "parent_id": parent,
-                   "diff_size": diff_size, "size": size, "cache_id": cache_id, "depth": depth}
-            (new_rows if old is None else updates).append(row)
-        for chunk in _chunks(new_rows):
-            bulk_insert(self.conn, t, chunk)
-        for row in updates:
-            self.conn.execute(update(t).where(t.c.chain_id == row["chain_id"]).values(**row))
+            if chain in stored and chain not in fresh and stored[chain] != (size, depth):
+                self.conn.execute(update(t).where(t.c.chain_id == chain)
+                                  .values(size=size, depth=depth))
         self._chains = set(valid)
         return bool(gone) or any(c not in stored for c in valid)
 
@@ -194,7 +206,7 @@ class _Pass:
         layerdb = self.root.layerdb
         rows = []
         self.conn.execute(delete(schema.mounts))
-        self.cleared.update(self.problem_paths(MOUNTS))
+        self.clear(self.problem_paths(MOUNTS))
         for name in sorted(layerdb.mount_names()):
             try:
                 m = layerdb.read_mount(name)
@@ -232,26 +244,29 @@ class _Pass:
         gone = sorted(PREFIX + n for n in (removed | reread) & known)
         for chunk in _chunks(gone, 500):
             self.conn.execute(delete(t).where(t.c.id.in_(chunk)))
-        for name in removed | reread:
-            self.cleared.update((CONTENT + name, METADATA + name))
+        if self.old_problems:
+            for name in removed | reread:
+                self.clear((CONTENT + name, METADATA + name))
         loaded = 0
         loaded_known = 0
         names = [(n, n in meta_present) for n in sorted(reread)]
-        for done, results in enumerate(chunked_map(read_images, self.root.base, names)):
-            self.tell("images", done * CHUNK + len(results), len(names))
-            rows, edges = [], []
-            for result in results:
-                if self._accept(result):
-                    assert result.row is not None
-                    rows.append(result.row)
-                    if result.parent is not None:
-                        edges.append({"child_id": result.row["id"], "parent_id": result.parent})
-                    loaded_known += result.name in known
-            bulk_insert(self.conn, t, rows)
-            bulk_insert(self.conn, schema.parents, edges)
-            loaded += len(rows)
+        with bulk_load(self.conn, [t, schema.parents], len(names)):
+            for done, results in enumerate(chunked_map(read_images, self.root.base, names)):
+                self.tell("images", done * CHUNK + len(results), len(names))
+                rows, edges = [], []
+                for result in results:
+                    if self._accept(result):
+                        assert result.row is not None
+                        rows.append(result.row)
+                        if result.parent is not None:
+                            edges.append({"child_id": result.row["id"],
+                                          "parent_id": result.parent})
+                        loaded_known += result.name in known
+                bulk_insert(self.conn, t, rows)
+                bulk_insert(self.conn, schema.parents, edges)
+                loaded += len(rows)
         for name in sorted(meta_only):
-            self.cleared.add(METADATA + name)
+            self.clear([METADATA + name])
             self._refresh_metadata(name)
         report.added = loaded - loaded_known
         report.removed = len(gone) - loaded_known
@@ -297,7 +312,7 @@ class _Pass:
         if not changed and not removed:
             return
         self.conn.execute(delete(schema.tags))
-        self.cleared.update(self.problem_paths(REPOSITORIES))
+        self.clear(self.problem_paths(REPOSITORIES))
         try:
             raw = read_optional(self.root.repositories, limit=MAX_FILE_SIZE)
         except OSError as exc:
@@ -321,8 +336,7 @@ class _Pass:
     # -- bookkeeping ------------------------------------------------------------------------
     def save_problems(self) -> None:
         p = schema.problems
-        existing = set(self.conn.scalars(select(p.c.path)))
-        stale = sorted((self.cleared | set(self.problems)) & existing)
+        stale = sorted((self.cleared | set(self.problems)) & self.old_problems)
         for chunk in _chunks(stale, 500):
             self.conn.execute(delete(p).where(p.c.path.in_(chunk)))
         found = now_text()
@@ -337,23 +351,23 @@ def all_problems(conn: Connection) -> list[Problem]:
     return [Problem(r.path, r.kind, r.reason) for r in conn.execute(select(p).order_by(p.c.path))]
 
 
-def _resolve_layers(records: dict[str, tuple[str, str | None, int, str]],
+def _resolve_layers(links: dict[str, tuple[str | None, int]],
                     sync: _Pass) -> dict[str, tuple[int, int]]:
     """Layers moby would load (a layer loads only if its parent does): chain -> (size of the
     whole chain, depth)."""
     out: dict[str, tuple[int, int]] = {}
     failed: set[str] = set()
-    for start in records:
+    for start in links:
         stack = []
         cid: str | None = start
         while cid is not None and cid not in out and cid not in failed:
-            if cid in stack or cid not in records:
+            if cid in stack or cid not in links:
                 break
             stack.append(cid)
-            cid = records[cid][1]
+            cid = links[cid][0]
         ok = cid is None or cid in out
         for c in reversed(stack):
-            _, parent, diff_size, _ = records[c]
+            parent, diff_size = links[c]
             if ok:
                 size, depth = (0, 0) if parent is None else out[parent]
                 out[c] = (size + diff_size, depth + 1)
@@ -385,7 +399,7 @@ def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
     """(Re)load one image from disk after the store wrote it; the problem if it cannot load."""
     name = image_id[len(PREFIX):]
     one = _Pass(conn, root)
-    one.cleared.update({CONTENT + name, METADATA + name})
+    one.clear([CONTENT + name, METADATA + name])
     conn.execute(delete(schema.images).where(schema.images.c.id == image_id))
     result = read_image(root.base, name)
     if one._accept(result):
