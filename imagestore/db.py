@@ -46,6 +46,9 @@ def index_url(index: str | os.PathLike[str] | None, root: Path) -> str:
     if index is None:
         index = default_index_path(root)
     text = os.fspath(index)
+    for short in ("postgresql://", "postgres://"):
+        if text.startswith(short):  # the driver imagestore depends on: psycopg (3)
+            text = "postgresql+psycopg://" + text[len(short):]
     if "://" in text:
         try:
             make_url(text)

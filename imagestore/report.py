@@ -205,6 +205,8 @@ def run_sql(store: Store, query: str, params: Sequence[Any] = ()) -> Result:
 def _run_sql_generic(store: Store, body: str, params: Sequence[Any]) -> Result:
     if ";" in body:
         raise ImageStoreError("sql: only a single statement is allowed")
+    if params:
+        raise ImageStoreError("sql: -p placeholders need an SQLite index")
     with store.engine.connect() as conn:
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         try:

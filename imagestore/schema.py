@@ -27,7 +27,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ID = String(71)  # "sha256:" + 64 hex
+# Prefix searches and path ranges compare bytes: on PostgreSQL these columns use the C
+# collation whatever the database's locale (SQLite compares bytes already).
+ID = String(71).with_variant(String(71, collation="C"), "postgresql")  # "sha256:" + 64 hex
+PATH = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -109,7 +112,7 @@ class EntryRow(Base):
 
     __tablename__ = "entries"
 
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    path: Mapped[str] = mapped_column(PATH, primary_key=True)
     signature: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -118,7 +121,7 @@ class ProblemRow(Base):
 
     __tablename__ = "problems"
 
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    path: Mapped[str] = mapped_column(PATH, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
     found_at: Mapped[str] = mapped_column(Text)

@@ -272,7 +272,7 @@ class Store:
     @staticmethod
     def _ancestors(conn: Connection, image_id: str) -> set[str]:
         query = text(
-            "WITH RECURSIVE up(id) AS (SELECT :id UNION "
+            "WITH RECURSIVE up(id) AS (SELECT id FROM images WHERE id = :id UNION "
             "SELECT p.parent_id FROM image_parents p JOIN up ON p.child_id = up.id) "
             "SELECT id FROM up"
         )

@@ -15,7 +15,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-ID = sa.String(71)
+# Byte-wise comparison for prefix searches and path ranges, on PostgreSQL too.
+ID = sa.String(71).with_variant(sa.String(71, collation="C"), "postgresql")
+PATH = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 
 def upgrade() -> None:
@@ -83,13 +85,13 @@ def upgrade() -> None:
     op.create_index(op.f("ix_tags_image_id"), "tags", ["image_id"])
     op.create_table(
         "entries",
-        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("path", PATH, nullable=False),
         sa.Column("signature", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("path", name=op.f("pk_entries")),
     )
     op.create_table(
         "problems",
-        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("path", PATH, nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("found_at", sa.Text(), nullable=False),
