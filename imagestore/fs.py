@@ -23,8 +23,9 @@ METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 TEMP_PREFIX = ".tmp-"
-# A config larger than this is not an image config but an attack on memory.
-MAX_FILE_SIZE = 64 * 1024 * 1024
+# Real configs are kilobytes; one larger than this is not an image config but an attack on
+# memory (and on every listing that decodes it): such an entry is skipped and recorded.
+MAX_FILE_SIZE = 32 * 1024 * 1024
 
 
 StrPath = str | os.PathLike[str]

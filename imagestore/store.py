@@ -35,6 +35,7 @@ from imagestore.errors import (
     ImageNotFound,
     ImageStoreError,
     InvalidConfigType,
+    InvalidImageConfig,
     LayerNotFound,
     ReadOnlyStore,
 )
@@ -142,6 +143,9 @@ class Store:
         if not isinstance(config, (bytes, bytearray)):
             raise InvalidConfigType("config must be bytes")
         config = bytes(config)
+        if len(config) > MAX_FILE_SIZE:
+            raise InvalidImageConfig(f"config of {len(config)} bytes is larger than the "
+                                     f"{MAX_FILE_SIZE} bytes imagestore accepts")
         fields = parse_config(config)
         check_history(fields)
         with self._write("create an image") as conn:

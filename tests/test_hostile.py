@@ -1,0 +1,138 @@
+"""Hostile input: a store from a crashed host, a forensic image or careless hands never crashes
+imagestore, never leads it out of its root, and never reaches SQL as a pattern."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from conftest import make_layers
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import imagestore
+from imagestore.digest import digest_of
+
+CONTENT = "imagedb/content/sha256/"
+LAYERS = "layerdb/sha256/"
+
+
+def _put(root: Path, raw: bytes) -> str:
+    image_id = digest_of(raw)
+    (root / CONTENT / image_id[7:]).write_bytes(raw)
+    return image_id
+
+
+def _problems(report: imagestore.SyncReport) -> dict[str, str]:
+    return {p.path: p.kind for p in report.problems}
+
+
+HOSTILE_CONFIGS = {
+    "not an object": b'["rootfs"]',
+    "a string": b'"rootfs"',
+    "NaN": b'{"rootfs": {"type": "layers"}, "Size": NaN}',
+    "wrong type": b'{"rootfs": {"type": "layers"}, "comment": 5}',
+    "wrong nested type": b'{"rootfs": {"type": "layers", "diff_ids": "x"}}',
+    "wrong config type": b'{"rootfs": {"type": "layers"}, "config": {"Env": "A=1"}}',
+    "deep nesting": b'{"rootfs": {"type": "layers"}, "x": ' + b"[" * 200000 + b"]" * 200000
+                    + b"}",
+    "trailing garbage": b'{"rootfs": {"type": "layers"}} x',
+    "bad created": b'{"rootfs": {"type": "layers"}, "created": "yesterday"}',
+}
+
+
+def test_hostile_configs_are_skipped_and_recorded(empty_root: Path, index: Path) -> None:
+    ids = {what: _put(empty_root, raw) for what, raw in HOSTILE_CONFIGS.items()}
+    good = _put(empty_root, b'{"comment": "good \xff\xfe", "rootfs": {"type": "layers"}}')
+    huge = _put(empty_root, b'{"rootfs": {"type": "layers"}, "comment": "'
+                + b"x" * (40 * 1024 * 1024) + b'"}')
+    with imagestore.open(empty_root, index) as store:
+        problems = _problems(store.sync())
+        assert list(store.map()) == [good]  # invalid UTF-8 is replaced, as Go does
+        assert store.get(good).comment == "good \ufffd\ufffd"
+    for what, image_id in ids.items():
+        assert problems.get(CONTENT + image_id[7:]) == "invalid-config", what
+    assert problems[CONTENT + huge[7:]] == "unreadable"
+
+
+def test_hostile_layerdb_and_references(real_root: Path, index: Path) -> None:
+    with imagestore.open(real_root, index) as store:
+        web = store.get(store.resolve("web:1.0"))
+        before = len(store)
+    top = real_root / LAYERS / web.chain_id[7:]  # type: ignore[index]
+    (top / "size").write_text("12abc")
+    other = next(p for p in (real_root / LAYERS).iterdir() if p != top and
+                 not (p / "parent").exists())
+    (other / "diff").write_bytes(b"\x00" * 100)
+    (real_root / "repositories.json").write_text('{"Repositories": {"web": ')
+    # Files edited in place inside a layer folder are seen by a full sync (and by a new
+    # index); the incremental one trusts the folder, as dockerd never edits layers in place.
+    with imagestore.open(real_root, index.with_name("new.sqlite"), readonly=True) as fresh:
+        from_scratch = _problems(fresh.sync())
+    with imagestore.open(real_root, index) as store:
+        problems = _problems(store.sync(full=True))
+        assert problems == from_scratch
+        assert problems[LAYERS + top.name] == "bad-layer"
+        assert problems[LAYERS + other.name] == "bad-layer"
+        assert problems["repositories.json"] == "bad-references"
+        assert problems[CONTENT + web.id[7:]] == "missing-layer"
+        assert web.id not in store.map()
+        assert 0 < len(store) < before  # the rest of the store still works
+        assert store.references(next(iter(store.map()))) == []
+
+
+def test_symlinks_never_lead_out_of_the_root(empty_root: Path, index: Path,
+                                             tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_text("sha256:" + "a" * 64)
+    diff = "sha256:" + "d" * 64
+    make_layers(outside, [diff])
+    # A layer folder, a metadata folder and a metadata file that point outside.
+    (empty_root / LAYERS / diff[7:]).symlink_to(outside / "layerdb" / "sha256" / diff[7:])
+    image = _put(empty_root, json.dumps({"rootfs": {"type": "layers",
+                                                    "diff_ids": [diff]}}).encode())
+    plain = _put(empty_root, b'{"rootfs": {"type": "layers"}}')
+    meta = empty_root / "imagedb/metadata/sha256"
+    (meta / plain[7:]).mkdir(parents=True)
+    (meta / plain[7:] / "parent").symlink_to(secret)
+    with imagestore.open(empty_root, index) as store:
+        problems = _problems(store.sync())
+        assert image not in store.map()  # its layer is a symlink: not a layer
+        assert problems[CONTENT + image[7:]] == "missing-layer"
+        assert store.get_parent(plain) is None
+        assert problems["imagedb/metadata/sha256/" + plain[7:]] == "bad-metadata"
+        store.delete(plain)
+    assert secret.read_text() == "sha256:" + "a" * 64
+    assert (outside / "layerdb" / "sha256" / diff[7:] / "diff").exists()
+
+
+REFS = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(["", "sha256:", "sha256", "%", "_", "..", "/", "../../etc/passwd", "\x00",
+                     "a%", "a_", "web:1.0\x00", "A" * 64, "sha256:" + "G" * 64,
+                     "x" * 10000]),
+    st.binary(max_size=100).map(lambda b: b.decode("latin-1")),
+)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(REFS)
+def test_any_ref_resolves_or_fails_cleanly(real_root: Path, ref: str) -> None:
+    with imagestore.open(real_root, real_root.parent / "fuzz.sqlite", readonly=True,
+                         sync=False) as store:
+        before = sorted(os.listdir(real_root))
+        try:
+            image_id = store.resolve(ref)
+        except (imagestore.ImageNotFound, imagestore.AmbiguousImageID):
+            pass
+        else:
+            assert image_id in store.map()
+        for call in (store.search, store.get, store.get_parent, store.children):
+            with contextlib.suppress(imagestore.ImageNotFound, imagestore.AmbiguousImageID):
+                call(ref)
+        assert sorted(os.listdir(real_root)) == before
