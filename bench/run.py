@@ -223,8 +223,11 @@ def plot(results: Results, sizes: list[int], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, series in results.items():
-        ax.plot(sizes, [series[n] for n in sizes], marker="o", label=name)
+    styles = ["-", "--", ":"]
+    markers = ["o", "s", "^", "D"]
+    for i, (name, series) in enumerate(results.items()):
+        ax.plot(sizes, [series[n] for n in sizes], label=name, linestyle=styles[i // 10 % 3],
+                marker=markers[i % 4])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("images in the store")

@@ -91,8 +91,8 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None,
-                                   TracebackType | None]) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     @contextlib.contextmanager
@@ -152,6 +152,7 @@ class Store:
             image_id = self._imagedb().set(config)
             t = schema.images
             if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is not None:
+                record_signatures(conn, self.root, [CONTENT + hex_of(image_id)])  # rewritten
                 return image_id
             chain = Image(image_id, config).chain_id
             if chain is not None and not self._has_layer(conn, chain):
