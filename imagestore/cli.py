@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 import imagestore
+from imagestore import db, report
 from imagestore import fsck as checker
-from imagestore import report
 from imagestore.errors import ImageStoreError
 from imagestore.store import Store
 from imagestore.sync import SyncReport
@@ -138,6 +138,27 @@ def sync(ctx: Context, full: bool, fmt: str | None) -> None:
          f"unchanged {result.unchanged}, skipped {result.skipped}\n")
     for problem in result.problems:
         click.echo(f"problem: {problem.path}: {problem.reason}", err=True)
+
+
+@cli.command()
+@output_options()
+@pass_ctx
+def info(ctx: Context, fmt: str | None) -> None:
+    """Where the root and its index are, the schema revision and what the index holds."""
+    store = ctx.store()
+    path = db.sqlite_path(str(store.engine.url))
+    _, counts = report.run_sql(store, "SELECT (SELECT count(*) FROM images), "
+                               "(SELECT count(*) FROM layers), (SELECT count(*) FROM tags), "
+                               "(SELECT count(*) FROM problems)")
+    images, layers, tags, problems = counts[0]
+    data = {"root": str(store.root.path),
+            "index": str(path) if path else store.engine.url.render_as_string(),
+            "revision": db.current_revision(store.engine), "images": images,
+            "layers": layers, "tags": tags, "problems": problems}
+    if fmt == "json":
+        emit(report.to_json(data) + "\n")
+    else:
+        emit("".join(f"{k}: {v}\n" for k, v in data.items()))
 
 
 @cli.command("ls")

@@ -206,3 +206,12 @@ def test_data_root_is_accepted(capsys: pytest.CaptureFixture[str], real_root: Pa
     (data_root / "image").mkdir(parents=True)
     real_root.rename(data_root / "image" / "vfs")
     assert len(run_cli(capsys, data_root, "ls", "--json").json()) == 13
+
+
+def test_info_names_the_index(capsys: pytest.CaptureFixture[str], real_root: Path,
+                              index: Path) -> None:
+    data = run_cli(capsys, real_root, "info", "--json", index=index).json()
+    assert data["index"] == str(index)
+    assert (data["images"], data["layers"], data["tags"], data["problems"]) == (39, 13, 12, 0)
+    assert data["revision"] == "0002"
+    assert run_cli(capsys, real_root, "info", index=index).out.startswith(f"root: {real_root}")
