@@ -33,11 +33,17 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
     t, p, lt, tt = schema.images, schema.parents, schema.layers, schema.tags
     child = schema.parents.alias("child")
     is_head = ~exists().where(child.c.parent_id == t.c.id)
+    tagged_image = exists().where(tt.c.image_id == t.c.id)
     query = (
         select(t.c.id, t.c.created, p.c.parent_id, lt.c.size, is_head.label("head"))
         .outerjoin(p, p.c.child_id == t.c.id)
         .outerjoin(lt, lt.c.chain_id == t.c.chain_id)
     )
+    # Let the database drop what will not be listed (most images are intermediates).
+    if dangling:
+        query = query.where(is_head, ~tagged_image)
+    elif not all_images:
+        query = query.where(is_head | tagged_image)
     with store.engine.connect() as conn:
         images = conn.execute(query).all()
         refs: dict[str, list[tuple[str | None, str | None]]] = {}
