@@ -1,6 +1,8 @@
 """One measurement in a fresh process, so time and peak RSS belong to that operation alone.
 
-usage: python -m bench.probe {open|sync} ROOT INDEX   ->  prints {"seconds": s, "rss_mb": m}
+usage: python -m bench.probe open ROOT INDEX
+prints {"seconds": s, "rss_mb": peak of this process, "worker_rss_mb": peak of its largest
+worker process (the parallel readers), "images": n}
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ def main() -> None:
     count = len(store)
     store.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mb": rss, "images": count}))
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rss_mb": rss, "worker_rss_mb": workers,
+                      "images": count}))
 
 
 if __name__ == "__main__":
