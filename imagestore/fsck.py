@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Connection, select
 
 from imagestore import db, schema
-from imagestore.digest import PREFIX, chain_ids, digest_of, is_hex64
+from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64
 from imagestore.entries import CONTENT, LAYERS, METADATA
 from imagestore.fs import TEMP_PREFIX, read_regular
 from imagestore.image import Image
@@ -120,7 +120,9 @@ def check(store: Store) -> list[Finding]:
                                     "set another parent, or ignore (docker does)"))
     used: set[str] = set()
     for image_id, image in sorted(images.items()):
-        chains = chain_ids(image.rootfs.diff_ids)
+        diff_ids = image.rootfs.diff_ids
+        # Every prefix's chain ID, even for odd diff IDs ("" is one to Go's decoder).
+        chains = [chain_id(diff_ids[: i + 1]) or "" for i in range(len(diff_ids))]
         used.update(chains)
         for i, (chain, diff) in enumerate(zip(chains, image.rootfs.diff_ids, strict=True)):
             layer = valid_layers.get(chain)

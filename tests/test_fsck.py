@@ -93,3 +93,15 @@ def test_broken_layer_chain_and_dangling_parent(capsys: pytest.CaptureFixture[st
     assert ("parent", f"imagedb/metadata/sha256/{inspect['id'][7:]}/parent") in checks
     assert ("layer-chain", f"imagedb/content/sha256/{inspect['id'][7:]}") in checks
     assert json.dumps(found)  # serialisable
+
+
+def test_odd_diff_ids_are_reported_not_fatal(capsys: pytest.CaptureFixture[str],
+                                             empty_root: Path) -> None:
+    raw = b'{"rootfs": {"type": "layers", "diff_ids": ["", "sha256:' + b"1" * 64 + b'"]}}'
+    import hashlib
+
+    (empty_root / "imagedb/content/sha256" / hashlib.sha256(raw).hexdigest()).write_bytes(raw)
+    result = run_cli(capsys, empty_root, "fsck", "--json")
+    assert result.code == 1
+    kinds = {f["check"] for f in result.json()["findings"]}
+    assert kinds == {"missing-layer"}
