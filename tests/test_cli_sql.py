@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
-from conftest import truth_json
+from conftest import TRUTH, truth_json
 
 
 def _dump(index: Path) -> list[str]:
@@ -101,11 +101,15 @@ def test_readme_recipes_run(capsys: pytest.CaptureFixture[str], real_root: Path)
                   "SELECT id FROM image_list WHERE is_dangling "
                   "AND julianday(created) < julianday('now', '-30 days')", "--json")
     assert old.code == 0
-    recent = run_cli(capsys, real_root, "sql",
-                     "SELECT id FROM image_list WHERE is_dangling "
-                     "AND julianday(created) < julianday('2100-01-01')", "--json").json()
-    assert [r["id"] for r in recent] == [truth_json("image-inspect.json")[0]["Id"]] or \
-        len(recent) == 1
+    before_2100 = run_cli(capsys, real_root, "sql",
+                          "SELECT id FROM image_list WHERE is_dangling "
+                          "AND julianday(created) < julianday('2100-01-01')", "--json").json()
+    dangling = (TRUTH / "images-dangling.txt").read_text().split()
+    assert [r["id"] for r in before_2100] == dangling  # julianday reads our RFC 3339 times
+    before_2000 = run_cli(capsys, real_root, "sql",
+                         "SELECT id FROM image_list WHERE is_dangling "
+                         "AND julianday(created) < julianday('2000-01-01')", "--json").json()
+    assert before_2000 == []
 
 
 def test_sync_problems_view_lists_skipped_entries(capsys: pytest.CaptureFixture[str],
