@@ -102,3 +102,18 @@ def test_another_data_roots_daemon_does_not_count(real_root: Path, tmp_path: Pat
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: Path,
+                                                                     index: Path) -> None:
+    with imagestore.open(real_root, index) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 10_000
+        # The parent edge goes with its image (ON DELETE CASCADE needs foreign_keys on).
+        image_id = store.resolve("web:prod")
+        conn.exec_driver_sql("DELETE FROM images WHERE id = ?", (image_id,))
+        left = conn.exec_driver_sql("SELECT count(*) FROM image_parents WHERE child_id = ?",
+                                    (image_id,)).scalar()
+        assert left == 0
+        conn.rollback()
