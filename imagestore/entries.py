@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imagestore.digest import is_hex64
 from imagestore.errors import ImageStoreError
-from imagestore.fs import METADATA_KEYS, ImageDB
+from imagestore.fs import METADATA_KEYS, TEMP_PREFIX, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
 from imagestore.parallel import chunked_map
 
@@ -124,6 +124,18 @@ def scan(root: Root, kind: str) -> dict[str, int]:
                 sigs[name] = sig
         start += len(chunk)
     return sigs
+
+
+def metadata_temp_files(base: str, names: Sequence[str]) -> list[list[str]]:
+    """Temp files an interrupted write left in each named metadata folder; runs in workers."""
+    out = []
+    for name in names:
+        try:
+            found = os.listdir(f"{base}/{METADATA}{name}")
+        except (FileNotFoundError, NotADirectoryError):
+            found = []
+        out.append([n for n in found if n.startswith(TEMP_PREFIX)])
+    return out
 
 
 def entry_signature(root: Root, kind: str, name: str) -> int | None:

@@ -232,23 +232,23 @@ class ImageDB:
         except OSError as exc:
             raise ImageStoreError(f"failed to read metadata: {exc}") from None
 
-    def remove_temp_files(self) -> list[Path]:
-        """Remove temp files an interrupted atomic write left (only call under the writers'
-        lock: a live writer's temp file looks the same)."""
-        removed = []
-        folders = [self.content]
-        with contextlib.suppress(FileNotFoundError):
-            folders += [self.metadata / n for n in os.listdir(self.metadata)]
-        for folder in folders:
-            try:
-                names = [n for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    os.unlink(folder / name)
-                    removed.append(folder / name)
-        return removed
+    def remove_temp_file(self, name: str) -> bool:
+        """Remove ``content/sha256/<name>`` if it is a temp file an interrupted atomic write
+        left (only under the writers' lock: a live writer's temp file looks the same)."""
+        if not name.startswith(TEMP_PREFIX):
+            return False
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(self.content / name)
+        return True
+
+    def remove_metadata_temp_files(self, hex_name: str) -> None:
+        """Remove temp files an interrupted write left in one image's metadata folder (only
+        under the writers' lock)."""
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for name in os.listdir(self.metadata / hex_name):
+                if name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        os.unlink(self.metadata / hex_name / name)
 
     def delete_metadata(self, image_id: str, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -361,12 +361,10 @@ class Store:
         """Bring the index up to date with the root (``full``: rebuild it from scratch;
         ``progress(phase, done, total)``: told as entries are read)."""
         with self._locked() as conn:
-            if not self.readonly and running_daemon(self.root.path) is None:
-                # Under the writers' lock no imagestore write is in flight, so these are
-                # leftovers of a crash.
-                self._imagedb().remove_temp_files()
-                self.root.layerdb.remove_leftovers()
-            return run(conn, self.root, full=full, progress=progress)
+            # Under the writers' lock no imagestore write is in flight: temp files are
+            # leftovers of a crash, safe to remove unless a dockerd is writing.
+            tidy = not self.readonly and running_daemon(self.root.path) is None
+            return run(conn, self.root, full=full, progress=progress, tidy=tidy)
 
     # -- beyond moby: what a command line needs ---------------------------------------------
     def resolve(self, ref: str) -> str:

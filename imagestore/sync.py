@@ -28,6 +28,7 @@ from imagestore.entries import (
     REPOSITORIES,
     Root,
     entry_signature,
+    metadata_temp_files,
     scan,
 )
 from imagestore.fs import MAX_FILE_SIZE, read_optional
@@ -98,11 +99,12 @@ class _Pass:
     """One sync: decides what to re-read, reads it, and writes the differences."""
 
     def __init__(self, conn: Connection, root: Root, *, full: bool = False,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, tidy: bool = False) -> None:
         self.conn = conn
         self.root = root
         self.full = full
         self.progress = progress
+        self.tidy = tidy
         self.problems: dict[str, Problem] = {}
         # Problems recorded before this pass; a re-read entry's old one no longer applies.
         self.old_problems = set(conn.scalars(select(schema.problems.c.path)))
@@ -134,6 +136,7 @@ class _Pass:
             select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
             .where(_under(e.c.path, kind))).all())
         changed = {n for n, sig in current.items() if stored.get(n) != sig}
+        self._leftovers(kind, changed, current)
         removed = stored.keys() - current.keys()
         stale = sorted(kind + n for n in (changed | removed) if n in stored)
         del stored
@@ -144,6 +147,43 @@ class _Pass:
             bulk_insert(self.conn, e, [{"path": kind + n, "signature": current[n]}
                                        for n in ordered[i : i + BATCH]])
         return changed, removed, set(current)
+
+    def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> None:
+        """Temp files of interrupted writes: removed when tidying, else recorded as problems
+        (and removed by a later tidy pass). Creating one moved its folder's signature, so
+        only changed entries and earlier finds are looked at: an unchanged root costs
+        nothing here."""
+        imagedb = self.root.imagedb
+        if kind == CONTENT and self.tidy:
+            seen = {p[len(CONTENT):] for p in self.problem_paths(CONTENT)}
+            for name in [n for n in (changed | seen) & current.keys()
+                         if imagedb.remove_temp_file(n)]:
+                changed.discard(name)
+                del current[name]
+        elif kind == METADATA:
+            nested: dict[str, list[str]] = {}  # earlier temp-file finds, by folder
+            for path in self.problem_paths(METADATA):
+                folder, slash, _ = path[len(METADATA):].partition("/")
+                if slash:
+                    nested.setdefault(folder, []).append(path)
+            folders = sorted((changed | nested.keys()) & current.keys())
+            start = 0
+            for found in chunked_map(metadata_temp_files, self.root.base, folders):
+                for name, temps in zip(folders[start : start + len(found)], found, strict=True):
+                    self.clear(nested.get(name, ()))
+                    if not temps:
+                        continue
+                    if self.tidy:
+                        imagedb.remove_metadata_temp_files(name)
+                        current[name] = entry_signature(self.root, kind, name) or current[name]
+                        changed.add(name)
+                    else:
+                        self.note(Problem(f"{METADATA}{name}/{t}", "temp-file",
+                                          "temporary file left by an interrupted write")
+                                  for t in temps)
+                start += len(found)
+        elif kind == LAYERS and self.tidy:
+            self.root.layerdb.remove_leftovers()
 
     # -- layers -----------------------------------------------------------------------------
     def sync_layers(self) -> bool:
@@ -412,15 +452,17 @@ def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
 
 
 def run(conn: Connection, root: Root, *, full: bool = False,
-        progress: Progress | None = None) -> SyncReport:
+        progress: Progress | None = None, tidy: bool = False) -> SyncReport:
     """Sync the index on ``conn`` (inside the caller's write transaction) with ``root``.
 
-    ``progress(phase, done, total)`` is called as layers and images are read."""
+    ``progress(phase, done, total)`` is called as layers and images are read; ``tidy``
+    removes what interrupted writes left behind (only for a writable root, under the
+    writers' lock)."""
     if full:
         for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
                       schema.problems, schema.entries):
             conn.execute(delete(table))
-    sync = _Pass(conn, root, full=full, progress=progress)
+    sync = _Pass(conn, root, full=full, progress=progress, tidy=tidy)
     report = SyncReport()
     layers_moved = sync.sync_layers()
     sync.sync_images(layers_moved, report)

@@ -117,3 +117,26 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
                                     (image_id,)).scalar()
         assert left == 0
         conn.rollback()
+
+
+def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(real_root: Path,
+                                                                   index: Path) -> None:
+    imagestore.open(real_root, index).close()
+    content = real_root / "imagedb/content/sha256"
+    meta = next(p for p in (real_root / "imagedb/metadata/sha256").iterdir())
+    leftovers = [content / ".tmp-abc123", meta / ".tmp-parent0123",
+                 real_root / "layerdb/sha256" / ("b" * 64 + "-0f0f-removing")]
+    for path in leftovers[:2]:
+        path.write_bytes(b"half")
+    leftovers[2].mkdir()
+    with imagestore.open(real_root, index, readonly=True) as store:
+        assert all(p.exists() for p in leftovers)
+        assert len(store) == 39
+        kinds = {p.path: p.kind for p in store.sync().problems}
+        assert kinds == {"imagedb/content/sha256/.tmp-abc123": "temp-file",
+                         f"imagedb/metadata/sha256/{meta.name}/.tmp-parent0123": "temp-file"}
+    with imagestore.open(real_root, index) as store:
+        assert not any(p.exists() for p in leftovers)
+        again = store.sync()  # the cleanup left signatures that need no second look
+        assert (again.added, again.removed, again.changed) == (0, 0, 0)
+        assert again.problems == []
