@@ -57,16 +57,14 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
             continue
         if not names and not img.head and not all_images:
             continue
-        base = {"id": img.id, "created": _rfc3339(img.created), "size": int(img.size or 0),
-                "parent": img.parent_id}
+        base = {"id": img.id, "repository": None, "tag": None, "created": _rfc3339(img.created),
+                "size": int(img.size or 0), "parent": img.parent_id}
         tagged: list[tuple[str | None, str | None]] = [
             (repo, tag) for repo, tag in names if tag is not None]
         if not tagged and names:  # digest-only references show as repo <none>
             tagged = sorted({(repo, None) for repo, _ in names})
-        for repo, tag in tagged or [(None, None)]:
-            rows.append({"id": base["id"], "repository": repo, "tag": tag,
-                         "created": base["created"], "size": base["size"],
-                         "parent": base["parent"]})
+        rows.extend({**base, "repository": repo, "tag": tag}
+                    for repo, tag in tagged or [(None, None)])
     rows.sort(key=lambda r: (r["created"] or "", r["repository"] or "", r["tag"] or ""),
               reverse=True)
     return rows
