@@ -23,6 +23,7 @@ from imagestore import db, schema
 from imagestore.daemon import running_daemon
 from imagestore.digest import (
     PREFIX,
+    chain_id,
     hex_of,
     normalize_id,
     parse_search_term,
@@ -154,7 +155,7 @@ class Store:
             if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is not None:
                 record_signatures(conn, self.root, [CONTENT + hex_of(image_id)])  # rewritten
                 return image_id
-            chain = Image(image_id, config).chain_id
+            chain = chain_id(fields["rootfs"]["diff_ids"])
             if chain is not None and not self._has_layer(conn, chain):
                 # The index may not know a layer written since the last sync: ask the disk.
                 run(conn, self.root)
