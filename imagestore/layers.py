@@ -79,10 +79,6 @@ class LayerDB:
         self.layers = root / "sha256"
         self.mounts = root / "mounts"
 
-    def layer_names(self) -> Iterator[str]:
-        """Names of layer folders (64 lowercase hex; ``-removing`` leftovers are not layers)."""
-        yield from _dir_names(self.layers, is_hex64)
-
     def mount_names(self) -> Iterator[str]:
         yield from _dir_names(self.mounts, lambda name: not name.startswith("."))
 
