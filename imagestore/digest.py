@@ -23,6 +23,21 @@ def digest_of(data: bytes) -> str:
     return PREFIX + hashlib.sha256(data).hexdigest()
 
 
+def is_text(name: str) -> bool:
+    """Whether a file name from ``os.listdir`` is UTF-8 (the others hold surrogates that no
+    database column or terminal takes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 are written ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_hex64(name: str) -> bool:
     """Names moby's ``Walk`` accepts in ``content/sha256`` (NEW rule: 64 lowercase hex)."""
     return len(name) == HEX_LEN and _HEX64.fullmatch(name) is not None

@@ -7,14 +7,16 @@ folder, a container mount, ``repositories.json``. Its signature is a 63-bit numb
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import stat
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagestore.digest import is_hex64
+from imagestore.digest import is_hex64, is_text, printable
 from imagestore.errors import ImageStoreError
 from imagestore.fs import METADATA_KEYS, TEMP_PREFIX, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
@@ -29,6 +31,8 @@ KINDS = (CONTENT, METADATA, LAYERS, MOUNTS, REPOSITORIES)
 
 _MASK = (1 << 63) - 1
 _MISSING = 0x5DEECE66D
+_ODD = 0x9E3779B97F4A7C15
+BUCKET = 3
 
 
 @dataclass(frozen=True)
@@ -77,18 +81,59 @@ def signature(st: os.stat_result) -> int:
     return (h ^ stat.S_IFMT(st.st_mode)) & _MASK
 
 
-def files_signature(folder: str, names: tuple[str, ...]) -> int:
-    """One signature over the named files of a folder (present or not)."""
-    h = 17
-    for name in names:
-        try:
-            part = signature(os.lstat(f"{folder}/{name}"))
-        except FileNotFoundError:
-            part = _MISSING
-        except NotADirectoryError:
-            return _MISSING
-        h = (h * 1000003 ^ part) & _MASK
-    return h
+def bucket(name: str) -> str:
+    """The group an entry's signature is summed into: its name's first characters (about 25
+    entries a bucket at 100,000 images)."""
+    return name[:BUCKET]
+
+
+def share(name: str, sig: int) -> int:
+    """An entry's share of its bucket's digest: moves when either its name or its signature
+    does, and is the same in every process (no salted ``hash``)."""
+    return ((zlib.crc32(name.encode(), sig & 0xFFFFFFFF) << 31) ^ sig) * _ODD & _MASK
+
+
+Digests = dict[str, tuple[int, int]]  # bucket -> (sum of shares mod 2**63, entries)
+
+
+def add_digests(into: Digests, more: Digests) -> None:
+    for b, (digest, count) in more.items():
+        old, n = into.get(b, (0, 0))
+        into[b] = ((old + digest) & _MASK, n + count)
+
+
+def digests(pairs: Iterable[tuple[str, int]]) -> Digests:
+    out: Digests = {}
+    for name, sig in pairs:
+        b = name[:BUCKET]
+        old, n = out.get(b, (0, 0))
+        out[b] = ((old + share(name, sig)) & _MASK, n + 1)
+    return out
+
+
+@dataclass
+class Scan:
+    """Every entry of one kind on disk now: names (sorted), their signatures, and the digest
+    of each bucket. Only buckets whose digest moved are ever looked at name by name."""
+
+    names: list[str]
+    sigs: list[int]
+    digests: Digests
+    not_text: list[str]  # names that are not UTF-8, printable: never entries
+    others: list[str]  # the rest of the listing that holds no entry
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        i = bisect.bisect_left(self.names, name)
+        return i < len(self.names) and self.names[i] == name
+
+    def in_buckets(self, buckets: set[str] | None) -> dict[str, int]:
+        """Name -> signature of the entries in these buckets (``None``: all of them)."""
+        if buckets is None:
+            return dict(zip(self.names, self.sigs, strict=True))
+        return {n: s for n, s in zip(self.names, self.sigs, strict=True)
+                if n[:BUCKET] in buckets}
 
 
 def names(root: Root, kind: str) -> list[str]:
@@ -102,13 +147,23 @@ def names(root: Root, kind: str) -> list[str]:
         return []
 
 
-def signatures(kind: str, base: str, names: Sequence[str]) -> list[int | None]:
-    """The current signature of each named entry (``None``: gone); runs in workers."""
-    return [_signature_at(base, kind, name) for name in names]
+def signatures(kind: str, base: str, names: Sequence[str]) -> tuple[list[int | None], Digests]:
+    """The current signature of each named entry (``None``: not an entry) and the digests of
+    what was found, by bucket; runs in workers. Paths are resolved from an open folder."""
+    folder = base if kind == REPOSITORIES else f"{base}/{kind}"
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return [None] * len(names), {}
+    try:
+        sigs = [_signature_at(fd, kind, name) for name in names]
+    finally:
+        os.close(fd)
+    return sigs, digests((n, s) for n, s in zip(names, sigs, strict=True) if s is not None)
 
 
-def scan(root: Root, kind: str) -> dict[str, int]:
-    """The signature of every entry of one kind, keyed by its name (hex, or mount name).
+def scan(root: Root, kind: str) -> Scan:
+    """Every entry of one kind, with its signature.
 
     One ``lstat`` per content file and per layer folder (dockerd writes a layer folder
     elsewhere and renames it into place, never rewriting its files); for a metadata folder,
@@ -116,14 +171,26 @@ def scan(root: Root, kind: str) -> dict[str, int]:
     stat-ed by worker processes. ``sync --full`` re-reads everything regardless.
     """
     found = sorted(names(root, kind))
-    sigs: dict[str, int] = {}
+    not_text: list[str] = []
+    if kind in (CONTENT, MOUNTS):  # elsewhere only hex names are entries (_signature_at)
+        not_text = [printable(n) for n in found if not is_text(n)]
+        if not_text:
+            found = [n for n in found if is_text(n)]
+    kept: list[str] = []
+    sigs: list[int] = []
+    others: list[str] = []
+    buckets: Digests = {}
     start = 0
-    for chunk in chunked_map(functools.partial(signatures, kind), root.base, found):
+    for chunk, part in chunked_map(functools.partial(signatures, kind), root.base, found):
         for name, sig in zip(found[start : start + len(chunk)], chunk, strict=True):
             if sig is not None:
-                sigs[name] = sig
+                kept.append(name)
+                sigs.append(sig)
+            else:
+                others.append(name)
+        add_digests(buckets, part)
         start += len(chunk)
-    return sigs
+    return Scan(kept, sigs, buckets, not_text, others)
 
 
 def metadata_temp_files(base: str, names: Sequence[str]) -> list[list[str]]:
@@ -134,32 +201,40 @@ def metadata_temp_files(base: str, names: Sequence[str]) -> list[list[str]]:
             found = os.listdir(f"{base}/{METADATA}{name}")
         except (FileNotFoundError, NotADirectoryError):
             found = []
-        out.append([n for n in found if n.startswith(TEMP_PREFIX)])
+        out.append([printable(n) for n in found if n.startswith(TEMP_PREFIX)])
     return out
 
 
 def entry_signature(root: Root, kind: str, name: str) -> int | None:
     """The signature ``scan`` would give one entry now; ``None`` when it is gone."""
-    return _signature_at(root.base, kind, name)
+    sigs, _ = signatures(kind, root.base, [name])
+    return sigs[0]
 
 
-def _signature_at(base: str, kind: str, name: str) -> int | None:
+def _signature_at(fd: int, kind: str, name: str) -> int | None:
     """``None`` for what is not an entry of that kind: absent, or a name or file type that
     the kind does not hold (layer and metadata folders are 64-hex directories)."""
     if kind in (METADATA, LAYERS) and not is_hex64(name):
         return None
     if kind == MOUNTS and name.startswith("."):
         return None
-    full = f"{base}/{kind}{name}"
     try:
-        st = os.lstat(full)
+        st = os.lstat(REPOSITORIES if kind == REPOSITORIES else name, dir_fd=fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if kind in (METADATA, MOUNTS):
         if not stat.S_ISDIR(st.st_mode):
             return None
-        files = files_signature(full, METADATA_KEYS if kind == METADATA else MOUNT_FILES)
-        return (files * 1000003 ^ signature(st)) & _MASK
+        h = 17
+        for file in METADATA_KEYS if kind == METADATA else MOUNT_FILES:
+            try:
+                part = signature(os.lstat(f"{name}/{file}", dir_fd=fd))
+            except FileNotFoundError:
+                part = _MISSING
+            except NotADirectoryError:
+                return None
+            h = (h * 1000003 ^ part) & _MASK
+        return (h * 1000003 ^ signature(st)) & _MASK
     if kind == LAYERS and not stat.S_ISDIR(st.st_mode):
         return None
     return signature(st)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Connection, select
 
 from imagestore import db, schema
-from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64
+from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64, is_text, printable
 from imagestore.entries import CONTENT, LAYERS, METADATA
 from imagestore.fs import TEMP_PREFIX, read_regular
 from imagestore.image import Image
@@ -52,6 +52,8 @@ def check(store: Store) -> list[Finding]:
     content = base / CONTENT
     # 1. every content file's digest, and leftovers of interrupted writes
     for path in sorted(content.iterdir()) if content.is_dir() else []:
+        if not is_text(path.name):
+            continue  # the rebuild below reports it (bad-name)
         rel = CONTENT + path.name
         if path.name.startswith(TEMP_PREFIX):
             findings.append(Finding(rel, "temp-file", "left by an interrupted write",
@@ -73,6 +75,8 @@ def check(store: Store) -> list[Finding]:
     # 2. orphan metadata folders and their temp files
     metadata = base / METADATA
     for folder in sorted(metadata.iterdir()) if metadata.is_dir() else []:
+        if not is_text(folder.name):
+            continue
         rel = METADATA + folder.name
         if not (content / folder.name).exists():
             findings.append(Finding(rel, "orphan-metadata", "metadata of an image with no content",
@@ -80,11 +84,13 @@ def check(store: Store) -> list[Finding]:
         elif folder.is_dir() and not folder.is_symlink():
             for name in os.listdir(folder):
                 if name.startswith(TEMP_PREFIX):
-                    findings.append(Finding(f"{rel}/{name}", "temp-file",
+                    findings.append(Finding(f"{rel}/{printable(name)}", "temp-file",
                                             "left by an interrupted write",
                                             "remove it (fsck --repair)"))
     layers = base / LAYERS
     for folder in sorted(layers.glob("*-removing")):
+        if not is_text(folder.name):
+            continue
         findings.append(Finding(LAYERS + folder.name, "temp-file",
                                 "layer folder of an interrupted delete",
                                 "remove it (fsck --repair)"))

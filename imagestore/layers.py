@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagestore.digest import PREFIX, is_hex64, is_image_id
+from imagestore.digest import PREFIX, is_hex64, is_image_id, is_text
 from imagestore.fs import fsync_dir, read_optional
 
 LAYER_FILES = ("diff", "size", "cache-id", "parent")
@@ -147,11 +147,13 @@ class LayerDB:
 
 
 def _dir_names(folder: Path, accept: Callable[[str], bool]) -> Iterator[str]:
-    """Real sub-folders (never symlinks) whose names ``accept`` allows."""
+    """Real sub-folders (never symlinks) whose names ``accept`` allows and are text (the
+    sync records the others as problems)."""
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False) and accept(entry.name):
+                if entry.is_dir(follow_symlinks=False) and accept(entry.name) \
+                        and is_text(entry.name):
                     yield entry.name
     except FileNotFoundError:
         return

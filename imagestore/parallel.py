@@ -28,8 +28,8 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
-def chunked_map(fn: Callable[[str, Sequence[T]], list[R]], base: str,
-                names: Sequence[T]) -> Iterator[list[R]]:
+def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str,
+                names: Sequence[T]) -> Iterator[R]:
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
     chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
@@ -40,7 +40,7 @@ def chunked_map(fn: Callable[[str, Sequence[T]], list[R]], base: str,
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
         # A bounded window of chunks in flight keeps memory flat while the caller writes.
-        pending: deque[Future[list[R]]] = deque()
+        pending: deque[Future[R]] = deque()
         for chunk in chunks:
             pending.append(pool.submit(fn, base, chunk))
             if len(pending) >= 2 * workers:

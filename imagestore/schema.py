@@ -116,6 +116,17 @@ class EntryRow(Base):
     signature: Mapped[int] = mapped_column(BigInteger)
 
 
+class EntryBucketRow(Base):
+    """A digest over the signatures of the entries whose path starts with ``prefix``: when
+    the one on disk matches, none of those entries is compared one by one."""
+
+    __tablename__ = "entry_buckets"
+
+    prefix: Mapped[str] = mapped_column(PATH, primary_key=True)
+    digest: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(Integer)
+
+
 class ProblemRow(Base):
     """A store entry that was skipped, and why (moby logs these and carries on)."""
 
@@ -149,11 +160,13 @@ layers = _table(LayerRow)
 mounts = _table(MountRow)
 tags = _table(TagRow)
 entries = _table(EntryRow)
+entry_buckets = _table(EntryBucketRow)
 problems = _table(ProblemRow)
 settings = _table(SettingRow)
 
 __all__ = [
     "Base",
+    "EntryBucketRow",
     "EntryRow",
     "ImageRow",
     "LayerRow",
@@ -163,6 +176,7 @@ __all__ = [
     "SettingRow",
     "TagRow",
     "entries",
+    "entry_buckets",
     "images",
     "layers",
     "mounts",

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from imagestore import schema
 from imagestore.db import bulk_insert, bulk_load
-from imagestore.digest import PREFIX
+from imagestore.digest import PREFIX, prefix_upper_bound
 from imagestore.entries import (
     CONTENT,
     KINDS,
@@ -26,7 +26,11 @@ from imagestore.entries import (
     METADATA,
     MOUNTS,
     REPOSITORIES,
+    Digests,
     Root,
+    Scan,
+    bucket,
+    digests,
     entry_signature,
     metadata_temp_files,
     scan,
@@ -46,6 +50,7 @@ from imagestore.parallel import CHUNK, chunked_map
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
+UNKNOWN = -1  # the digest of a bucket that must be compared entry by entry (sums are >= 0)
 Progress = Callable[[str, int, int], None]
 
 __all__ = ["Problem", "Root", "SyncReport", "all_problems", "ingest_image", "record_signatures",
@@ -107,9 +112,11 @@ class _Pass:
         self.tidy = tidy
         self.problems: dict[str, Problem] = {}
         # Problems recorded before this pass; a re-read entry's old one no longer applies.
-        self.old_problems = set(conn.scalars(select(schema.problems.c.path)))
+        self.old_problems: dict[str, str] = dict(conn.execute(
+            select(schema.problems.c.path, schema.problems.c.kind)).all())
         self.cleared: set[str] = set()
         self._chains: set[str] | None = None
+        self.compared = 0  # buckets looked into entry by entry
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -127,26 +134,66 @@ class _Pass:
     def problem_paths(self, kind: str) -> set[str]:
         return {p for p in self.old_problems if p.startswith(kind)}
 
-    def diff(self, kind: str) -> tuple[set[str], set[str], set[str]]:
-        """(changed or new names, removed names, present names) of one kind; the new
-        signatures are written at once (same transaction)."""
+    def diff(self, kind: str) -> tuple[set[str], set[str], Scan]:
+        """(changed or new names, removed names, what is on disk) of one kind; the new
+        signatures are written at once (same transaction).
+
+        Buckets whose digest matches the stored one are not looked into, and buckets holding
+        an entry with a problem always are (a tidy pass may have work there)."""
         current = scan(self.root, kind)
-        e = schema.entries
-        stored: dict[str, int] = {} if self.full else dict(self.conn.execute(
-            select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
-            .where(_under(e.c.path, kind))).all())
-        changed = {n for n, sig in current.items() if stored.get(n) != sig}
-        self._leftovers(kind, changed, current)
-        removed = stored.keys() - current.keys()
+        self.clear(p for p, why in self.old_problems.items()
+                   if why == "bad-name" and p.startswith(kind))
+        self.note(Problem(kind + n, "bad-name", "not loaded: the file name is not UTF-8")
+                  for n in current.not_text)
+        b = schema.entry_buckets
+        stored_digests: Digests = {} if self.full else {
+            r.prefix[len(kind):]: (r.digest, r.entries) for r in self.conn.execute(
+                select(b.c.prefix, b.c.digest, b.c.entries).where(_under(b.c.prefix, kind)))}
+        buckets = {k for k in current.digests.keys() | stored_digests.keys()
+                   if current.digests.get(k) != stored_digests.get(k)}
+        buckets.update(bucket(p[len(kind):]) for p in self.problem_paths(kind))
+        if kind == LAYERS and self.tidy and any(n.endswith("-removing") for n in current.others):
+            self.root.layerdb.remove_leftovers()
+        if not buckets:
+            return set(), set(), current
+        self.compared += len(buckets)
+        everything = 4 * len(buckets) > len(current.digests) + len(stored_digests)
+        now = current.in_buckets(None if everything else buckets)
+        stored = {} if self.full else self._stored(kind, None if everything else buckets)
+        changed = {n for n, sig in now.items() if stored.get(n) != sig}
+        self._leftovers(kind, changed, now)
+        removed = stored.keys() - now.keys()
         stale = sorted(kind + n for n in (changed | removed) if n in stored)
         del stored
+        e = schema.entries
         for chunk in _chunks(stale, 500):
             self.conn.execute(delete(e).where(e.c.path.in_(chunk)))
         ordered = sorted(changed)
         for i in range(0, len(ordered), BATCH):
-            bulk_insert(self.conn, e, [{"path": kind + n, "signature": current[n]}
+            bulk_insert(self.conn, e, [{"path": kind + n, "signature": now[n]}
                                        for n in ordered[i : i + BATCH]])
-        return changed, removed, set(current)
+        fresh = digests(now.items())
+        gone = sorted(kind + k for k in stored_digests if everything or k in buckets)
+        for chunk in _chunks(gone, 500):
+            self.conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
+        bulk_insert(self.conn, b, [{"prefix": kind + k, "digest": d, "entries": n}
+                                   for k, (d, n) in sorted(fresh.items())
+                                   if everything or k in buckets])
+        return changed, removed, current
+
+    def _stored(self, kind: str, buckets: set[str] | None) -> dict[str, int]:
+        """Stored name -> signature of one kind, in these buckets (``None``: all)."""
+        e = schema.entries
+        query = select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
+        if buckets is None:
+            return dict(self.conn.execute(query.where(_under(e.c.path, kind))).all())
+        out: dict[str, int] = {}
+        for k in sorted(buckets):
+            low = kind + k
+            rows = self.conn.execute(query.where(e.c.path >= low,
+                                                 e.c.path < prefix_upper_bound(low)))
+            out.update((n, sig) for n, sig in rows if bucket(n) == k)
+        return out
 
     def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> None:
         """Temp files of interrupted writes: removed when tidying, else recorded as problems
@@ -182,8 +229,6 @@ class _Pass:
                                           "temporary file left by an interrupted write")
                                   for t in temps)
                 start += len(found)
-        elif kind == LAYERS and self.tidy:
-            self.root.layerdb.remove_leftovers()
 
     # -- layers -----------------------------------------------------------------------------
     def sync_layers(self) -> bool:
@@ -209,7 +254,7 @@ class _Pass:
                 links[sys.intern(r.chain_id)] = (r.parent_id and sys.intern(r.parent_id),
                                                  r.diff_size)
         fresh: set[str] = set()
-        names = sorted((changed | broken) & present)
+        names = sorted(n for n in changed | broken if n in present)
         for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
             self.tell("layers", done * CHUNK + len(checked), len(names))
             for name, parent, diff_size, problem in checked:
@@ -275,7 +320,8 @@ class _Pass:
         reread = set(changed)
         if layers_moved:
             # Images skipped for a missing layer may load now; loaded ones may have lost theirs.
-            reread |= {p[len(CONTENT):] for p in self.problem_paths(CONTENT)} & present
+            reread |= {n for n in (p[len(CONTENT):] for p in self.problem_paths(CONTENT))
+                       if n in present}
             orphans = self.conn.scalars(select(t.c.id).where(
                 t.c.chain_id.is_not(None), t.c.chain_id.not_in(select(schema.layers.c.chain_id))))
             reread |= {i[len(PREFIX):] for i in orphans}
@@ -376,7 +422,7 @@ class _Pass:
     # -- bookkeeping ------------------------------------------------------------------------
     def save_problems(self) -> None:
         p = schema.problems
-        stale = sorted((self.cleared | set(self.problems)) & self.old_problems)
+        stale = sorted((self.cleared | set(self.problems)) & self.old_problems.keys())
         for chunk in _chunks(stale, 500):
             self.conn.execute(delete(p).where(p.c.path.in_(chunk)))
         found = now_text()
@@ -425,11 +471,16 @@ def set_parent_edge(conn: Connection, image_id: str, parent: str | None) -> None
 
 
 def record_signatures(conn: Connection, root: Root, paths: Iterable[str]) -> None:
-    """Store the current signature of entries the store itself just wrote or removed."""
-    e = schema.entries
+    """Store the current signature of entries the store itself just wrote or removed.
+
+    Their buckets are marked unknown (a digest no sum gives) rather than dropped: a bucket
+    with no row reads as empty, and one emptied on disk would then never be looked into."""
+    e, b = schema.entries, schema.entry_buckets
     for path in paths:
         kind, name = _split(path)
         conn.execute(delete(e).where(e.c.path == path))
+        conn.execute(delete(b).where(b.c.prefix == kind + bucket(name)))
+        conn.execute(insert(b).values(prefix=kind + bucket(name), digest=UNKNOWN, entries=0))
         sig = entry_signature(root, kind, name)
         if sig is not None:
             conn.execute(insert(e).values(path=path, signature=sig))
@@ -460,7 +511,7 @@ def run(conn: Connection, root: Root, *, full: bool = False,
     writers' lock)."""
     if full:
         for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
-                      schema.problems, schema.entries):
+                      schema.problems, schema.entries, schema.entry_buckets):
             conn.execute(delete(table))
     sync = _Pass(conn, root, full=full, progress=progress, tidy=tidy)
     report = SyncReport()

@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+from cli_helpers import run_cli
 from conftest import make_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -81,6 +83,30 @@ def test_hostile_layerdb_and_references(real_root: Path, index: Path) -> None:
         assert web.id not in store.map()
         assert 0 < len(store) < before  # the rest of the store still works
         assert store.references(next(iter(store.map()))) == []
+
+
+def test_file_names_that_are_not_utf8(real_root: Path, index: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A name no database or terminal takes is skipped and recorded, escaped; the rest loads."""
+    os.makedirs(os.fsencode(real_root / "layerdb/mounts") + b"/c\xff", exist_ok=True)
+    os.makedirs(os.fsencode(real_root / "imagedb/metadata/sha256") + b"/m\xfe", exist_ok=True)
+    with open(os.fsencode(real_root / CONTENT) + b"/a\xff\xfe", "wb") as f:
+        f.write(b'{"rootfs": {"type": "layers"}}')
+    with imagestore.open(real_root, index) as store:
+        report = store.sync()
+        assert _problems(report) == {CONTENT + "a\\xff\\xfe": "bad-name",
+                                     "layerdb/mounts/c\\xff": "bad-name"}
+        assert (len(store), report.skipped) == (39, 1)
+        again = store.sync()
+        assert (again.unchanged, _problems(again)) == (39, _problems(report))
+    result = run_cli(capsys, real_root, "fsck", index=index)
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert "a\\xff\\xfe" in result.out + result.err
+    assert run_cli(capsys, real_root, "ls", index=index).code == 0
+    os.unlink(os.fsencode(real_root / CONTENT) + b"/a\xff\xfe")
+    with imagestore.open(real_root, index) as store:
+        assert list(_problems(store.sync())) == ["layerdb/mounts/c\\xff"]
 
 
 def test_symlinks_never_lead_out_of_the_root(empty_root: Path, index: Path,

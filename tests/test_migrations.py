@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from pytest_alembic import Config
 from pytest_alembic.tests import (  # noqa: F401 - pytest collects these built-in tests
     test_model_definitions_match_ddl,
@@ -37,23 +38,33 @@ def alembic_engine(tmp_path: Path) -> Iterator[Engine]:
 
 def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
-    assert {"0001_initial.py", "0002_reporting_views.py"} <= versions
-    assert db.head_revision() == db.HEAD == "0002"  # HEAD lets a warm open skip Alembic
+    assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py"} <= versions
+    assert db.head_revision() == db.HEAD == "0003"  # HEAD lets a warm open skip Alembic
+
+
+def _index_at(revision: str, root: Path, path: Path) -> Engine:
+    """An index that holds data, as the code of ``revision`` left it: filled at head, then
+    taken down with the revisions' own downgrades (which keep the data of older tables)."""
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        assert run(conn, Root(root)).added == 39
+    config = db.alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+    assert db.current_revision(engine) == revision
+    return engine
 
 
 def test_upgrade_0001_to_head_keeps_data(real_root: Path, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    engine = db.make_engine(url)
-    db.upgrade(engine, "0001")
-    with engine.connect().execution_options(write=True) as conn, conn.begin():
-        report = run(conn, Root(real_root))
-    assert report.added == 39
+    engine = _index_at("0001", real_root, tmp_path / "old.sqlite")
     before = _counts(engine)
     assert "image_list" not in inspect(engine).get_view_names()
     engine.dispose()
 
     with imagestore.open(real_root, tmp_path / "old.sqlite", sync=False) as store:
-        assert db.current_revision(store.engine) == "0002"
+        assert db.current_revision(store.engine) == db.HEAD
         assert _counts(store.engine) == before
         assert len(store) == 39
         with store.engine.connect() as conn:
@@ -61,6 +72,35 @@ def test_upgrade_0001_to_head_keeps_data(real_root: Path, tmp_path: Path) -> Non
         assert heads == len(store.heads()) == 8
 
 
+def test_upgrade_0002_to_0003_rereads_nothing_and_fills_the_buckets(
+        real_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _index_at("0002", real_root, tmp_path / "old.sqlite")
+    assert "entry_buckets" not in inspect(engine).get_table_names()
+    before = _counts(engine)
+    engine.dispose()
+    # Gone while the index was at 0002: nothing of its bucket is left on disk.
+    content = real_root / "imagedb/content/sha256"
+    alone = next(p for p in sorted(content.iterdir())
+                 if len(list(content.glob(p.name[:3] + "*"))) == 1
+                 and not (real_root / "imagedb/metadata/sha256" / p.name).exists())
+    alone.unlink()
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("an unchanged image was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr("imagestore.sync.read_images", no_reads)
+        with imagestore.open(real_root, tmp_path / "old.sqlite") as store:
+            assert db.current_revision(store.engine) == "0003"
+            assert "sha256:" + alone.name not in store
+            assert len(store) == 38
+            report = store.sync()
+            assert (report.added, report.removed, report.changed) == (0, 0, 0)
+            with store.engine.connect() as conn:
+                summed = conn.execute(text("SELECT sum(entries) FROM entry_buckets")).scalar()
+                unknown = conn.execute(text(
+                    "SELECT count(*) FROM entry_buckets WHERE digest < 0")).scalar()
+            assert (summed, unknown) == (before["entries"] - 1, 0)
 def _counts(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import imagestore
 from imagestore import ImageNotFound
 from imagestore.digest import chain_ids, digest_of
+from imagestore.sync import _Pass
 
 OpenStore = Callable[..., imagestore.Store]
 CONTENT = "imagedb/content/sha256/"
@@ -149,6 +150,47 @@ def test_sync_on_open_is_incremental(real_root: Path, open_store: OpenStore) -> 
         store = open_store(real_root)
         assert len(store) == 39
     assert events == []
+
+
+def test_unchanged_buckets_are_not_compared(real_root: Path, open_store: OpenStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm sync compares one digest per bucket and loads no stored signature; an outside
+    change loads the signatures of its own bucket only."""
+    store = open_store(real_root)
+    asked: list[tuple[str, set[str] | None]] = []
+    real = _Pass._stored
+
+    def spy(self: _Pass, kind: str, buckets: set[str] | None) -> dict[str, int]:
+        asked.append((kind, None if buckets is None else set(buckets)))
+        return real(self, kind, buckets)
+
+    monkeypatch.setattr(_Pass, "_stored", spy)
+    assert store.sync().unchanged == 39
+    assert asked == []
+    victim = real_root / CONTENT / hex_(sorted(store.map())[5])
+    victim.write_bytes(victim.read_bytes())
+    touch_unique(victim)
+    report = store.sync()
+    assert (report.changed, report.unchanged) == (1, 38)
+    assert asked == [(CONTENT, {victim.name[:3]})]
+
+
+def test_a_bucket_emptied_after_a_store_write_is_seen(real_root: Path,
+                                                      open_store: OpenStore) -> None:
+    """The store's own writes mark their buckets unknown: one that is empty on disk later
+    (a crash between removing the files and committing) is still looked into."""
+    store = open_store(real_root)
+    content = real_root / CONTENT
+    some = next(iter(store.map().values()))
+    for n in itertools.count():
+        image_id = store.create(config(f"alone {n}", some.rootfs.diff_ids))
+        if len(list(content.glob(hex_(image_id)[:3] + "*"))) == 1:
+            break
+    (content / hex_(image_id)).unlink()
+    assert image_id in store
+    report = store.sync()
+    assert report.removed == 1
+    assert image_id not in store
 
 
 # -- outside changes -------------------------------------------------------------------------
