@@ -12,7 +12,7 @@ import functools
 import os
 import stat
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ _MASK = (1 << 63) - 1
 _MISSING = 0x5DEECE66D
 _ODD = 0x9E3779B97F4A7C15
 BUCKET = 3
+SETTLED_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,19 @@ class Scan:
     digests: Digests
     not_text: list[str]  # names that are not UTF-8, printable: never entries
     others: list[str]  # the rest of the listing that holds no entry
+    unlisted: Callable[[str], bool] | None = None  # the folder was not listed: ask the disk
+
+    @classmethod
+    def skipped(cls, root: Root, kind: str) -> Scan:
+        """A folder known not to have changed: nothing listed, membership asked one by one."""
+        return cls([], [], {}, [], [],
+                   lambda name: entry_signature(root, kind, name) is not None)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        if self.unlisted is not None:
+            return self.unlisted(name)
         i = bisect.bisect_left(self.names, name)
         return i < len(self.names) and self.names[i] == name
 
@@ -162,26 +172,68 @@ def signatures(kind: str, base: str, names: Sequence[str]) -> tuple[list[int | N
     return sigs, digests((n, s) for n, s in zip(names, sigs, strict=True) if s is not None)
 
 
+def layer_folders(base: str) -> dict[str, int | None]:
+    """Name -> signature of each layer folder (``None``: no layer folder), from the listing
+    alone: it gives a folder's inode without a stat, and dockerd writes a layer folder
+    elsewhere and renames it into place, never editing it, so a new inode is the only change
+    a layer folder sees."""
+    out: dict[str, int | None] = {}
+    try:
+        with os.scandir(f"{base}/{LAYERS}") as listing:
+            for e in listing:
+                ok = is_hex64(e.name) and e.is_dir(follow_symlinks=False)
+                out[e.name] = _folder_signature(e.inode()) if ok else None
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return out
+
+
+def folder_signature(root: Root, kind: str, now_ns: int) -> int | None:
+    """The signature of a kind's folder itself, or ``None`` while it cannot be trusted yet:
+    a folder changed within ``SETTLED_NS`` of ``now_ns`` may change again within the same
+    (coarse) timestamp tick and keep its mtime, as git's "racy" files do."""
+    try:
+        st = os.lstat(f"{root.base}/{kind}")
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_mtime_ns > now_ns - SETTLED_NS:
+        return None
+    return signature(st)
+
+
 def scan(root: Root, kind: str) -> Scan:
     """Every entry of one kind, with its signature.
 
-    One ``lstat`` per content file and per layer folder (dockerd writes a layer folder
-    elsewhere and renames it into place, never rewriting its files); for a metadata folder,
-    the folder and each of its files (other tools rewrite those in place). A large root is
-    stat-ed by worker processes. ``sync --full`` re-reads everything regardless.
+    One ``lstat`` per content file; for a metadata folder, the folder and each of its files
+    (other tools rewrite those in place); layer folders come from the listing alone
+    (``layer_folders``). A large root is stat-ed by worker processes. ``sync --full``
+    re-reads everything regardless.
     """
+    if kind == LAYERS:
+        listed = layer_folders(root.base)
+        found = sorted(listed)
+        sigs = [listed[n] for n in found]
+        parts: Iterable[tuple[list[int | None], Digests]] = [
+            (sigs, digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None))]
+        return _collect(found, parts, [])
     found = sorted(names(root, kind))
     not_text: list[str] = []
     if kind in (CONTENT, MOUNTS):  # elsewhere only hex names are entries (_signature_at)
         not_text = [printable(n) for n in found if not is_text(n)]
         if not_text:
             found = [n for n in found if is_text(n)]
+    return _collect(found, chunked_map(functools.partial(signatures, kind), root.base, found),
+                    not_text)
+
+
+def _collect(found: list[str], parts: Iterable[tuple[list[int | None], Digests]],
+             not_text: list[str]) -> Scan:
     kept: list[str] = []
     sigs: list[int] = []
     others: list[str] = []
     buckets: Digests = {}
     start = 0
-    for chunk, part in chunked_map(functools.partial(signatures, kind), root.base, found):
+    for chunk, part in parts:
         for name, sig in zip(found[start : start + len(chunk)], chunk, strict=True):
             if sig is not None:
                 kept.append(name)
@@ -235,6 +287,10 @@ def _signature_at(fd: int, kind: str, name: str) -> int | None:
                 return None
             h = (h * 1000003 ^ part) & _MASK
         return (h * 1000003 ^ signature(st)) & _MASK
-    if kind == LAYERS and not stat.S_ISDIR(st.st_mode):
-        return None
+    if kind == LAYERS:
+        return _folder_signature(st.st_ino) if stat.S_ISDIR(st.st_mode) else None
     return signature(st)
+
+
+def _folder_signature(inode: int) -> int:
+    return (inode * 0x165667B19E3779F9 ^ stat.S_IFDIR) & _MASK

@@ -9,6 +9,7 @@ as problems, exactly where moby logs and skips them.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ from imagestore.entries import (
     bucket,
     digests,
     entry_signature,
+    folder_signature,
     metadata_temp_files,
     scan,
 )
@@ -138,9 +140,29 @@ class _Pass:
         """(changed or new names, removed names, what is on disk) of one kind; the new
         signatures are written at once (same transaction).
 
-        Buckets whose digest matches the stored one are not looked into, and buckets holding
-        an entry with a problem always are (a tidy pass may have work there)."""
+        Layer folders are only ever added or removed (dockerd renames them into place), and
+        either moves the signature of their parent folder: while that stays put they are
+        not even listed."""
+        if kind != LAYERS:
+            return self._diff(kind, scan(self.root, kind))
+        key = "folder-signature:" + kind
+        sig = folder_signature(self.root, kind, time.time_ns())
+        s = schema.settings
+        if not self.full and sig is not None and self.conn.scalar(
+                select(s.c.value).where(s.c.key == key)) == str(sig):
+            return set(), set(), Scan.skipped(self.root, kind)
         current = scan(self.root, kind)
+        result = self._diff(kind, current)
+        self.conn.execute(delete(s).where(s.c.key == key))
+        # A leftover of an interrupted delete keeps the folder listed until it is removed.
+        if sig is not None and not any(n.endswith("-removing") for n in current.others):
+            self.conn.execute(insert(s).values(key=key, value=str(sig)))
+        return result
+
+    def _diff(self, kind: str, current: Scan) -> tuple[set[str], set[str], Scan]:
+        """``diff`` once the entries are scanned. Buckets whose digest matches the stored one
+        are not looked into, and buckets holding an entry with a problem always are (a tidy
+        pass may have work there)."""
         self.clear(p for p, why in self.old_problems.items()
                    if why == "bad-name" and p.startswith(kind))
         self.note(Problem(kind + n, "bad-name", "not loaded: the file name is not UTF-8")

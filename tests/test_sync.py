@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import imagestore
 from imagestore import ImageNotFound
+from imagestore import entries as entries_module
 from imagestore.digest import chain_ids, digest_of
 from imagestore.sync import _Pass
 
@@ -191,6 +192,44 @@ def test_a_bucket_emptied_after_a_store_write_is_seen(real_root: Path,
     report = store.sync()
     assert report.removed == 1
     assert image_id not in store
+
+
+def test_layer_folders_are_listed_only_when_their_folder_moved(
+        real_root: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer folders are only added or removed, which moves layerdb/sha256 itself: while its
+    signature holds they are not listed, and a folder changed too recently to be trusted (a
+    second change may fall in the same timestamp tick) is listed every time."""
+    layers = real_root / "layerdb/sha256"
+    old = time.time_ns() - 3600 * 10**9
+    os.utime(layers, ns=(old, old))
+    listings: list[str] = []
+    real = entries_module.layer_folders
+
+    def spy(base: str) -> dict[str, int | None]:
+        listings.append(base)
+        return real(base)
+
+    monkeypatch.setattr(entries_module, "layer_folders", spy)
+    store = open_store(real_root)
+    assert len(listings) == 1
+    store.sync()
+    assert len(listings) == 1  # settled and unchanged: not listed
+    web = store.get(store.resolve("web:1.0"))
+    top = layers / hex_(web.chain_id or "")
+    hidden = real_root / "layerdb" / top.name
+    top.rename(hidden)  # moves the folder's mtime to now: too recent to trust
+    store.sync()
+    assert web.id not in store.map()
+    assert len(listings) == 2
+    store.sync()
+    assert len(listings) == 3
+    hidden.rename(top)
+    os.utime(layers, ns=(old + 1, old + 1))  # settled again, and different
+    store.sync()
+    assert web.id in store.map()
+    assert len(listings) == 4
+    store.sync()
+    assert len(listings) == 4
 
 
 # -- outside changes -------------------------------------------------------------------------

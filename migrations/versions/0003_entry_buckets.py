@@ -6,8 +6,10 @@ Revises: 0002
 Create Date: 2026-11-30
 
 An index upgraded from 0002 gets every bucket that holds a signature marked unknown: its
-first sync compares those signatures one by one (re-reading nothing that did not change) and
-sums them. A bucket with no row reads as empty, so none may be left out.
+first sync compares those signatures one by one (re-reading no image that did not change) and
+sums them. A bucket with no row reads as empty, so none may be left out. Layer folders are
+now signed by their inode from the listing (no stat), so that first sync reads each layer
+folder once more.
 """
 
 from __future__ import annotations
@@ -48,3 +50,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("entry_buckets")
+    # Revision 0003 code also trusts a folder's own signature (settings 'folder-signature:*')
+    # to skip listing it; older code would never refresh one.
+    op.execute(sa.text("DELETE FROM settings WHERE key LIKE 'folder-signature:%'"))
