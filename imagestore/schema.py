@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -57,6 +58,9 @@ class ImageRow(Base):
     config_size: Mapped[int] = mapped_column(Integer)
     # Last so that scans of the narrow columns never read the (overflow) config pages.
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+    # Listings walk every image without touching the wide rows.
+    __table_args__ = (Index("ix_images_listing", "id", "created", "chain_id"),)
 
 
 class ParentEdge(Base):

@@ -18,7 +18,7 @@ from pytest_alembic.tests import (  # noqa: F401 - pytest collects these built-i
 from sqlalchemy import Engine, create_engine, inspect, text
 
 import imagestore
-from imagestore import db
+from imagestore import db, report
 from imagestore.entries import Root
 from imagestore.sync import run
 
@@ -38,8 +38,9 @@ def alembic_engine(tmp_path: Path) -> Iterator[Engine]:
 
 def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
-    assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py"} <= versions
-    assert db.head_revision() == db.HEAD == "0003"  # HEAD lets a warm open skip Alembic
+    assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py",
+            "0004_listing_index.py"} <= versions
+    assert db.head_revision() == db.HEAD == "0004"  # HEAD lets a warm open skip Alembic
 
 
 def _index_at(revision: str, root: Path, path: Path) -> Engine:
@@ -91,7 +92,7 @@ def test_upgrade_0002_to_0003_rereads_nothing_and_fills_the_buckets(
     with monkeypatch.context() as m:
         m.setattr("imagestore.sync.read_images", no_reads)
         with imagestore.open(real_root, tmp_path / "old.sqlite") as store:
-            assert db.current_revision(store.engine) == "0003"
+            assert db.current_revision(store.engine) == db.HEAD
             assert "sha256:" + alone.name not in store
             assert len(store) == 38
             report = store.sync()
@@ -101,6 +102,21 @@ def test_upgrade_0002_to_0003_rereads_nothing_and_fills_the_buckets(
                 unknown = conn.execute(text(
                     "SELECT count(*) FROM entry_buckets WHERE digest < 0")).scalar()
             assert (summed, unknown) == (before["entries"] - 1, 0)
+def test_upgrade_0003_to_0004_lists_from_the_covering_index(real_root: Path,
+                                                            tmp_path: Path) -> None:
+    engine = _index_at("0003", real_root, tmp_path / "old.sqlite")
+    before = _counts(engine)
+    engine.dispose()
+    with imagestore.open(real_root, tmp_path / "old.sqlite", sync=False) as store:
+        assert db.current_revision(store.engine) == "0004"
+        assert _counts(store.engine) == before
+        with store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id, created, chain_id FROM images"))
+        assert "COVERING INDEX ix_images_listing" in plan
+        assert len(report.image_rows(store)) == 13
+
+
 def _counts(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
