@@ -111,24 +111,17 @@ class TagRow(Base):
     image_id: Mapped[str] = mapped_column(ID, index=True)
 
 
-class EntryRow(Base):
-    """What was on disk when an entry was last read, so an unchanged entry is not re-read."""
-
-    __tablename__ = "entries"
-
-    path: Mapped[str] = mapped_column(PATH, primary_key=True)
-    signature: Mapped[int] = mapped_column(BigInteger)
-
-
 class EntryBucketRow(Base):
-    """A digest over the signatures of the entries whose path starts with ``prefix``: when
-    the one on disk matches, none of those entries is compared one by one."""
+    """What was on disk when the entries whose path starts with ``prefix`` were last read:
+    their signatures (a JSON object, name -> signature) and the digest of them, so unchanged
+    entries are neither read again nor even compared one by one."""
 
     __tablename__ = "entry_buckets"
 
     prefix: Mapped[str] = mapped_column(PATH, primary_key=True)
     digest: Mapped[int] = mapped_column(BigInteger)
     entries: Mapped[int] = mapped_column(Integer)
+    signatures: Mapped[str] = mapped_column(Text)
 
 
 class ProblemRow(Base):
@@ -163,7 +156,6 @@ parents = _table(ParentEdge)
 layers = _table(LayerRow)
 mounts = _table(MountRow)
 tags = _table(TagRow)
-entries = _table(EntryRow)
 entry_buckets = _table(EntryBucketRow)
 problems = _table(ProblemRow)
 settings = _table(SettingRow)
@@ -171,7 +163,6 @@ settings = _table(SettingRow)
 __all__ = [
     "Base",
     "EntryBucketRow",
-    "EntryRow",
     "ImageRow",
     "LayerRow",
     "MountRow",
@@ -179,7 +170,6 @@ __all__ = [
     "ProblemRow",
     "SettingRow",
     "TagRow",
-    "entries",
     "entry_buckets",
     "images",
     "layers",

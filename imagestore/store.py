@@ -19,7 +19,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select, text, update
 
-from imagestore import db, schema
+from imagestore import changes, db, schema
 from imagestore.daemon import running_daemon
 from imagestore.digest import (
     PREFIX,
@@ -48,7 +48,6 @@ from imagestore.sync import (
     Progress,
     SyncReport,
     ingest_image,
-    record_signatures,
     run,
     set_parent_edge,
 )
@@ -153,7 +152,7 @@ class Store:
             image_id = self._imagedb().set(config)
             t = schema.images
             if conn.execute(select(t.c.id).where(t.c.id == image_id)).first() is not None:
-                record_signatures(conn, self.root, [CONTENT + hex_of(image_id)])  # rewritten
+                changes.record(conn, self.root, [CONTENT + hex_of(image_id)])  # rewritten
                 return image_id
             chain = chain_id(fields["rootfs"]["diff_ids"])
             if chain is not None and not self._has_layer(conn, chain):
@@ -204,7 +203,7 @@ class Store:
             touched = [CONTENT + hex_of(image_id), METADATA + hex_of(image_id)]
             touched += [METADATA + hex_of(c) for c in children]
             touched += [LAYERS + hex_of(m.chain_id) for m in released]
-            record_signatures(conn, self.root, touched)
+            changes.record(conn, self.root, touched)
             return released
 
     @staticmethod
@@ -273,7 +272,7 @@ class Store:
                     f"cannot make {parent} the parent of {image_id}: it would create a cycle")
             self._imagedb().set_metadata(image_id, "parent", parent.encode())
             set_parent_edge(conn, image_id, parent)
-            record_signatures(conn, self.root, [METADATA + hex_of(image_id)])
+            changes.record(conn, self.root, [METADATA + hex_of(image_id)])
 
     @staticmethod
     def _ancestors(conn: Connection, image_id: str) -> set[str]:
@@ -347,7 +346,7 @@ class Store:
             self._require(conn, image_id)
             self._imagedb().set_metadata(image_id, key, data)
             conn.execute(update(t).where(t.c.id == image_id).values(**values))
-            record_signatures(conn, self.root, [METADATA + hex_of(image_id)])
+            changes.record(conn, self.root, [METADATA + hex_of(image_id)])
 
     def _column(self, image_id: str, column: object) -> object:
         image_id = _image_id(image_id)
@@ -412,7 +411,7 @@ class Store:
             atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
             tt = schema.tags
             conn.execute(delete(tt).where(tt.c.image_id == image_id))
-            record_signatures(conn, self.root, [REPOSITORIES])
+            changes.record(conn, self.root, [REPOSITORIES])
             return removed
 
     def references(self, image_id: str) -> list[str]:

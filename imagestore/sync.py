@@ -17,12 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from imagestore import schema
+from imagestore import changes, schema
 from imagestore.db import bulk_insert, bulk_load
-from imagestore.digest import PREFIX, prefix_upper_bound
+from imagestore.digest import PREFIX
 from imagestore.entries import (
     CONTENT,
-    KINDS,
     LAYERS,
     METADATA,
     MOUNTS,
@@ -52,11 +51,10 @@ from imagestore.parallel import CHUNK, chunked_map
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
-UNKNOWN = -1  # the digest of a bucket that must be compared entry by entry (sums are >= 0)
 Progress = Callable[[str, int, int], None]
 
-__all__ = ["Problem", "Root", "SyncReport", "all_problems", "ingest_image", "record_signatures",
-           "run", "set_parent_edge"]
+__all__ = ["Problem", "Root", "SyncReport", "all_problems", "ingest_image", "run",
+           "set_parent_edge"]
 
 
 @dataclass
@@ -88,20 +86,6 @@ def _chunks(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def _split(path: str) -> tuple[str, str]:
-    for kind in KINDS:
-        if path.startswith(kind):
-            return kind, path[len(kind):]
-    raise ValueError(f"not an entry path: {path!r}")
-
-
-def _under(column: Any, kind: str) -> Any:
-    """Rows whose path lies under ``kind`` (a range, so the primary key answers it)."""
-    if kind.endswith("/"):
-        return (column >= kind) & (column < kind[:-1] + "0")
-    return column == kind
-
-
 class _Pass:
     """One sync: decides what to re-read, reads it, and writes the differences."""
 
@@ -118,7 +102,6 @@ class _Pass:
             select(schema.problems.c.path, schema.problems.c.kind)).all())
         self.cleared: set[str] = set()
         self._chains: set[str] | None = None
-        self.compared = 0  # buckets looked into entry by entry
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -167,10 +150,7 @@ class _Pass:
                    if why == "bad-name" and p.startswith(kind))
         self.note(Problem(kind + n, "bad-name", "not loaded: the file name is not UTF-8")
                   for n in current.not_text)
-        b = schema.entry_buckets
-        stored_digests: Digests = {} if self.full else {
-            r.prefix[len(kind):]: (r.digest, r.entries) for r in self.conn.execute(
-                select(b.c.prefix, b.c.digest, b.c.entries).where(_under(b.c.prefix, kind)))}
+        stored_digests: Digests = {} if self.full else changes.stored_digests(self.conn, kind)
         buckets = {k for k in current.digests.keys() | stored_digests.keys()
                    if current.digests.get(k) != stored_digests.get(k)}
         buckets.update(bucket(p[len(kind):]) for p in self.problem_paths(kind))
@@ -178,44 +158,18 @@ class _Pass:
             self.root.layerdb.remove_leftovers()
         if not buckets:
             return set(), set(), current
-        self.compared += len(buckets)
+        # Past a quarter of the buckets, one pass over the kind beats picking them out.
         everything = 4 * len(buckets) > len(current.digests) + len(stored_digests)
         now = current.in_buckets(None if everything else buckets)
-        stored = {} if self.full else self._stored(kind, None if everything else buckets)
+        stored = {} if self.full else changes.stored_signatures(
+            self.conn, kind, None if everything else buckets)
         changed = {n for n, sig in now.items() if stored.get(n) != sig}
         self._leftovers(kind, changed, now)
         removed = stored.keys() - now.keys()
-        stale = sorted(kind + n for n in (changed | removed) if n in stored)
         del stored
-        e = schema.entries
-        for chunk in _chunks(stale, 500):
-            self.conn.execute(delete(e).where(e.c.path.in_(chunk)))
-        ordered = sorted(changed)
-        for i in range(0, len(ordered), BATCH):
-            bulk_insert(self.conn, e, [{"path": kind + n, "signature": now[n]}
-                                       for n in ordered[i : i + BATCH]])
-        fresh = digests(now.items())
-        gone = sorted(kind + k for k in stored_digests if everything or k in buckets)
-        for chunk in _chunks(gone, 500):
-            self.conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
-        bulk_insert(self.conn, b, [{"prefix": kind + k, "digest": d, "entries": n}
-                                   for k, (d, n) in sorted(fresh.items())
-                                   if everything or k in buckets])
+        replaced = stored_digests.keys() if everything else buckets & stored_digests.keys()
+        changes.save(self.conn, kind, now, digests(now.items()), replaced)
         return changed, removed, current
-
-    def _stored(self, kind: str, buckets: set[str] | None) -> dict[str, int]:
-        """Stored name -> signature of one kind, in these buckets (``None``: all)."""
-        e = schema.entries
-        query = select(func.substr(e.c.path, len(kind) + 1), e.c.signature)
-        if buckets is None:
-            return dict(self.conn.execute(query.where(_under(e.c.path, kind))).all())
-        out: dict[str, int] = {}
-        for k in sorted(buckets):
-            low = kind + k
-            rows = self.conn.execute(query.where(e.c.path >= low,
-                                                 e.c.path < prefix_upper_bound(low)))
-            out.update((n, sig) for n, sig in rows if bucket(n) == k)
-        return out
 
     def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> None:
         """Temp files of interrupted writes: removed when tidying, else recorded as problems
@@ -492,22 +446,6 @@ def set_parent_edge(conn: Connection, image_id: str, parent: str | None) -> None
         conn.execute(insert(schema.parents).values(child_id=image_id, parent_id=parent))
 
 
-def record_signatures(conn: Connection, root: Root, paths: Iterable[str]) -> None:
-    """Store the current signature of entries the store itself just wrote or removed.
-
-    Their buckets are marked unknown (a digest no sum gives) rather than dropped: a bucket
-    with no row reads as empty, and one emptied on disk would then never be looked into."""
-    e, b = schema.entries, schema.entry_buckets
-    for path in paths:
-        kind, name = _split(path)
-        conn.execute(delete(e).where(e.c.path == path))
-        conn.execute(delete(b).where(b.c.prefix == kind + bucket(name)))
-        conn.execute(insert(b).values(prefix=kind + bucket(name), digest=UNKNOWN, entries=0))
-        sig = entry_signature(root, kind, name)
-        if sig is not None:
-            conn.execute(insert(e).values(path=path, signature=sig))
-
-
 def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
     """(Re)load one image from disk after the store wrote it; the problem if it cannot load."""
     name = image_id[len(PREFIX):]
@@ -520,7 +458,7 @@ def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
         conn.execute(insert(schema.images), [result.row])
         set_parent_edge(conn, image_id, result.parent)
     one.save_problems()
-    record_signatures(conn, root, [CONTENT + name, METADATA + name])
+    changes.record(conn, root, [CONTENT + name, METADATA + name])
     return one.problems.get(CONTENT + name)
 
 
@@ -533,7 +471,7 @@ def run(conn: Connection, root: Root, *, full: bool = False,
     writers' lock)."""
     if full:
         for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
-                      schema.problems, schema.entries, schema.entry_buckets):
+                      schema.problems, schema.entry_buckets):
             conn.execute(delete(table))
     sync = _Pass(conn, root, full=full, progress=progress, tidy=tidy)
     report = SyncReport()

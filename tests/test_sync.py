@@ -18,12 +18,12 @@ import pytest
 from conftest import FIXTURE_ROOT, config, copy_tree, make_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Connection
 
 import imagestore
-from imagestore import ImageNotFound
+from imagestore import ImageNotFound, changes
 from imagestore import entries as entries_module
 from imagestore.digest import chain_ids, digest_of
-from imagestore.sync import _Pass
 
 OpenStore = Callable[..., imagestore.Store]
 CONTENT = "imagedb/content/sha256/"
@@ -159,13 +159,13 @@ def test_unchanged_buckets_are_not_compared(real_root: Path, open_store: OpenSto
     change loads the signatures of its own bucket only."""
     store = open_store(real_root)
     asked: list[tuple[str, set[str] | None]] = []
-    real = _Pass._stored
+    real = changes.stored_signatures
 
-    def spy(self: _Pass, kind: str, buckets: set[str] | None) -> dict[str, int]:
+    def spy(conn: Connection, kind: str, buckets: set[str] | None) -> dict[str, int]:
         asked.append((kind, None if buckets is None else set(buckets)))
-        return real(self, kind, buckets)
+        return real(conn, kind, buckets)
 
-    monkeypatch.setattr(_Pass, "_stored", spy)
+    monkeypatch.setattr(changes, "stored_signatures", spy)
     assert store.sync().unchanged == 39
     assert asked == []
     victim = real_root / CONTENT / hex_(sorted(store.map())[5])
