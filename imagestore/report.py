@@ -303,10 +303,10 @@ def to_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def to_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain aligned table (no colour: output is often piped, and NO_COLOR is honoured)."""
     cells = [[str(c) for c in columns]]
-    cells += [["" if v is None else str(jsonable(v)) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
-                   for r in cells)
+    cells += [[v if type(v) is str else "" if v is None else str(jsonable(v)) for v in row]
+              for row in rows]
+    line = "   ".join(f"{{:<{max(map(len, column))}}}" for column in zip(*cells))
+    return "".join(line.format(*r).rstrip() + "\n" for r in cells)
 
 
 __all__ = ["Node", "draw_forest", "forest", "human_since", "human_size", "image_rows",
