@@ -305,7 +305,7 @@ def to_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [[str(c) for c in columns]]
     cells += [[v if type(v) is str else "" if v is None else str(jsonable(v)) for v in row]
               for row in rows]
-    line = "   ".join(f"{{:<{max(map(len, column))}}}" for column in zip(*cells))
+    line = "   ".join(f"{{:<{max(map(len, column))}}}" for column in zip(*cells, strict=True))
     return "".join(line.format(*r).rstrip() + "\n" for r in cells)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from imagestore import changes, schema
 from imagestore.db import bulk_insert, bulk_load
@@ -51,6 +51,7 @@ from imagestore.parallel import CHUNK, chunked_map
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
+_ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 Progress = Callable[[str, int, int], None]
 
 __all__ = ["Problem", "Root", "SyncReport", "all_problems", "ingest_image", "run",
@@ -102,6 +103,7 @@ class _Pass:
             select(schema.problems.c.path, schema.problems.c.kind)).all())
         self.cleared: set[str] = set()
         self._chains: set[str] | None = None
+        self._asked: dict[str, bool] = {}
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -280,7 +282,14 @@ class _Pass:
             self.conn.execute(insert(schema.mounts), rows)
 
     def layer_exists(self, chain: str) -> bool:
+        """Few questions are asked one by one; many load every chain once (a cold sync)."""
         if self._chains is None:
+            if len(self._asked) < _ASK_MAX:
+                if chain not in self._asked:
+                    lt = schema.layers
+                    self._asked[chain] = self.conn.scalar(
+                        select(lt.c.chain_id).where(lt.c.chain_id == chain)) is not None
+                return self._asked[chain]
             self._chains = set(self.conn.scalars(select(schema.layers.c.chain_id)))
         return chain in self._chains
 
@@ -327,9 +336,8 @@ class _Pass:
                 bulk_insert(self.conn, t, rows)
                 bulk_insert(self.conn, schema.parents, edges)
                 loaded += len(rows)
-        for name in sorted(meta_only):
-            self.clear([METADATA + name])
-            self._refresh_metadata(name)
+        self.clear(METADATA + n for n in meta_only)
+        self._refresh_metadata(sorted(meta_only))
         report.added = loaded - loaded_known
         report.removed = len(gone) - loaded_known
         report.changed = loaded_known + len(meta_only)
@@ -359,14 +367,25 @@ class _Pass:
         self.note(result.problems)
         return row is not None
 
-    def _refresh_metadata(self, name: str) -> None:
-        meta, problems = read_metadata(self.root.base, name)
-        self.note(problems)
-        image_id = PREFIX + name
-        self.conn.execute(
-            update(schema.images).where(schema.images.c.id == image_id).values(
-                last_updated=meta["last_updated"], built_locally=meta["built_locally"]))
-        set_parent_edge(self.conn, image_id, meta["parent"])
+    def _refresh_metadata(self, names: list[str]) -> None:
+        """Images whose metadata alone changed: new times, flags and parent edges, batched."""
+        t, p = schema.images, schema.parents
+        values, edges = [], []
+        for name in names:
+            meta, problems = read_metadata(self.root.base, name)
+            self.note(problems)
+            values.append({"image": PREFIX + name, "last": meta["last_updated"],
+                           "built": meta["built_locally"]})
+            if meta["parent"] is not None:
+                edges.append({"child_id": PREFIX + name, "parent_id": meta["parent"]})
+        if not values:
+            return
+        self.conn.execute(update(t).where(t.c.id == bindparam("image")).values(
+            last_updated=bindparam("last"), built_locally=bindparam("built")),
+            values)
+        for chunk in _chunks([PREFIX + n for n in names], 500):
+            self.conn.execute(delete(p).where(p.c.child_id.in_(chunk)))
+        bulk_insert(self.conn, p, edges)
 
     # -- tags -------------------------------------------------------------------------------
     def sync_tags(self) -> None:
