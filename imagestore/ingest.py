@@ -144,14 +144,14 @@ def check_layers(base: str, names: Sequence[str]) -> list[LayerCheck]:
     return out
 
 
-def layer_rows(base: str, chains: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(chain ID, diff ID, cache ID) of layers that ``check_layers`` accepted (one that broke
+def layer_rows(base: str, names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(name, diff ID, cache ID) of layers that ``check_layers`` accepted (one that broke
     in between is left out; its changed signature brings it back at the next sync)."""
     layerdb = LayerDB(Path(base) / "layerdb")
     out = []
-    for chain in chains:
+    for name in names:
         try:
-            out.append((chain, *layerdb.read_ids(chain[len(PREFIX):])))
+            out.append((name, *layerdb.read_ids(name)))
         except BadEntry:
             continue
     return out

@@ -28,21 +28,21 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
-def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str,
-                names: Sequence[T]) -> Iterator[R]:
+def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
+                chunk: int = CHUNK) -> Iterator[R]:
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
-    chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
     workers = min(os.cpu_count() or 1, 8)
     if len(names) < PARALLEL_MIN or workers < 2:
-        for chunk in chunks:
-            yield fn(base, chunk)
+        for part in chunks:
+            yield fn(base, part)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
         # A bounded window of chunks in flight keeps memory flat while the caller writes.
         pending: deque[Future[R]] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(fn, base, chunk))
+        for part in chunks:
+            pending.append(pool.submit(fn, base, part))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:

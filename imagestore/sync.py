@@ -51,6 +51,9 @@ from imagestore.parallel import CHUNK, chunked_map
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
+# Configs travel back from the workers a few hundred at a time: a chunk in flight holds
+# every config's bytes twice (pickled and not), and a few chunks are in flight.
+IMAGE_CHUNK = 250
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 Progress = Callable[[str, int, int], None]
 
@@ -210,7 +213,10 @@ class _Pass:
 
     # -- layers -----------------------------------------------------------------------------
     def sync_layers(self) -> bool:
-        """Update layers and mounts; True when the set of loadable layers changed."""
+        """Update layers and mounts; True when the set of loadable layers changed.
+
+        Chains are keyed by their bare hex (the listing's own strings, interned), not by
+        ``sha256:`` IDs: at 100,000 images that keeps tens of MB of copies out of memory."""
         changed, removed, present = self.diff(LAYERS)
         mounts_changed, mounts_removed, _ = self.diff(MOUNTS)
         if mounts_changed or mounts_removed:
@@ -219,31 +225,33 @@ class _Pass:
             return False
         t = schema.layers
         broken = {path[len(LAYERS):] for path in self.problem_paths(LAYERS)}
-        self.clear(LAYERS + n for n in changed | removed | broken)
         stale = changed | removed | broken
-        # Only what chain sizes need stays in memory: chain -> (parent, own size). The
-        # strings are interned, so a parent costs nothing beyond its own key.
+        self.clear(LAYERS + n for n in stale)
+        names = sorted(n for n in changed | broken if n in present)
+        del changed, removed, present
+        # Only what chain sizes need stays in memory: chain -> (parent, own size).
         links: dict[str, tuple[str | None, int]] = {}
         stored: dict[str, tuple[int, int]] = {}
         for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
                                           t.c.depth)):
-            stored[r.chain_id] = (r.size, r.depth)
-            if r.chain_id[len(PREFIX):] not in stale:
-                links[sys.intern(r.chain_id)] = (r.parent_id and sys.intern(r.parent_id),
-                                                 r.diff_size)
+            chain = _hex(r.chain_id)
+            stored[chain] = (r.size, r.depth)
+            if chain not in stale:
+                links[chain] = (r.parent_id and _hex(r.parent_id), r.diff_size)
+        del stale
         fresh: set[str] = set()
-        names = sorted(n for n in changed | broken if n in present)
         for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
             self.tell("layers", done * CHUNK + len(checked), len(names))
             for name, parent, diff_size, problem in checked:
                 if problem is not None:
                     self.note([problem])
                     continue
-                chain = sys.intern(PREFIX + name)
-                links[chain] = (parent and sys.intern(parent), diff_size)
+                chain = sys.intern(name)
+                links[chain] = (parent and _hex(parent), diff_size)
                 fresh.add(chain)
+        del names
         valid = _resolve_layers(links, self)
-        gone = [c for c in stored if c not in valid or c in fresh]
+        gone = [PREFIX + c for c in stored if c not in valid or c in fresh]
         for chunk in _chunks(gone, 500):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
         # Folders read now are (re)inserted whole; the rest may only need new chain sizes.
@@ -254,13 +262,14 @@ class _Pass:
                 for chain, diff_id, cache_id in results:
                     parent, diff_size = links[chain]
                     size, depth = valid[chain]
-                    rows.append({"chain_id": chain, "diff_id": diff_id, "parent_id": parent,
+                    rows.append({"chain_id": PREFIX + chain, "diff_id": diff_id,
+                                 "parent_id": parent and PREFIX + parent,
                                  "diff_size": diff_size, "size": size, "cache_id": cache_id,
                                  "depth": depth})
                 bulk_insert(self.conn, t, rows)
         for chain, (size, depth) in valid.items():
             if chain in stored and chain not in fresh and stored[chain] != (size, depth):
-                self.conn.execute(update(t).where(t.c.chain_id == chain)
+                self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain)
                                   .values(size=size, depth=depth))
         self._chains = set(valid)
         return bool(gone) or any(c not in stored for c in valid)
@@ -290,8 +299,8 @@ class _Pass:
                     self._asked[chain] = self.conn.scalar(
                         select(lt.c.chain_id).where(lt.c.chain_id == chain)) is not None
                 return self._asked[chain]
-            self._chains = set(self.conn.scalars(select(schema.layers.c.chain_id)))
-        return chain in self._chains
+            self._chains = {_hex(c) for c in self.conn.scalars(select(schema.layers.c.chain_id))}
+        return chain.removeprefix(PREFIX) in self._chains
 
     # -- images -----------------------------------------------------------------------------
     def sync_images(self, layers_moved: bool, report: SyncReport) -> None:
@@ -321,9 +330,11 @@ class _Pass:
         loaded = 0
         loaded_known = 0
         names = [(n, n in meta_present) for n in sorted(reread)]
+        del changed, removed, present, meta_changed, meta_removed, meta_present, reread
         with bulk_load(self.conn, [t, schema.parents], len(names)):
-            for done, results in enumerate(chunked_map(read_images, self.root.base, names)):
-                self.tell("images", done * CHUNK + len(results), len(names))
+            for done, results in enumerate(chunked_map(read_images, self.root.base, names,
+                                                       chunk=IMAGE_CHUNK)):
+                self.tell("images", done * IMAGE_CHUNK + len(results), len(names))
                 rows, edges = [], []
                 for result in results:
                     if self._accept(result):
@@ -432,6 +443,11 @@ def all_problems(conn: Connection) -> list[Problem]:
     return [Problem(r.path, r.kind, r.reason) for r in conn.execute(select(p).order_by(p.c.path))]
 
 
+def _hex(chain: str) -> str:
+    """A chain ID's bare hex, interned: every copy of one chain is then the same string."""
+    return sys.intern(chain[len(PREFIX):] if chain.startswith(PREFIX) else chain)
+
+
 def _resolve_layers(links: dict[str, tuple[str | None, int]],
                     sync: _Pass) -> dict[str, tuple[int, int]]:
     """Layers moby would load (a layer loads only if its parent does): chain -> (size of the
@@ -454,8 +470,9 @@ def _resolve_layers(links: dict[str, tuple[str | None, int]],
                 out[c] = (size + diff_size, depth + 1)
             else:
                 failed.add(c)
-                sync.note([Problem(LAYERS + c[len(PREFIX):], "bad-layer",
-                                   f"layer not loaded: parent {parent} cannot be loaded")])
+                sync.note([Problem(LAYERS + c, "bad-layer",
+                                   f"layer not loaded: parent {PREFIX}{parent} cannot be "
+                                   f"loaded")])
     return out
 
 
