@@ -70,10 +70,12 @@ def save(conn: Connection, kind: str, now: dict[str, int], digests: Digests,
     grouped: dict[str, dict[str, int]] = {}
     for name, sig in now.items():
         grouped.setdefault(bucket(name), {})[name] = sig
-    rows = [{"prefix": kind + k, "digest": digests[k][0], "entries": len(sigs),
-             "signatures": _dump(sigs)} for k, sigs in sorted(grouped.items())]
-    for chunk in _chunks(rows, 5000):
-        bulk_insert(conn, b, chunk)
+    # Written a slice at a time: a cold sync's 12,000 JSON objects need not all be alive.
+    keys = sorted(grouped)
+    for part in _chunks(keys):
+        bulk_insert(conn, b, [{"prefix": kind + k, "digest": digests[k][0],
+                               "entries": len(grouped[k]), "signatures": _dump(grouped[k])}
+                              for k in part])
 
 
 def record(conn: Connection, root: Root, paths: Iterable[str]) -> None:

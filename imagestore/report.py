@@ -60,12 +60,14 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
             continue
         base = {"id": img.id, "repository": None, "tag": None, "created": _rfc3339(img.created),
                 "size": int(img.size or 0), "parent": img.parent_id}
+        if not names:  # most rows: one, untagged
+            rows.append(base)
+            continue
         tagged: list[tuple[str | None, str | None]] = [
             (repo, tag) for repo, tag in names if tag is not None]
-        if not tagged and names:  # digest-only references show as repo <none>
+        if not tagged:  # digest-only references show as repo <none>
             tagged = sorted({(repo, None) for repo, _ in names})
-        rows.extend({**base, "repository": repo, "tag": tag}
-                    for repo, tag in tagged or [(None, None)])
+        rows.extend({**base, "repository": repo, "tag": tag} for repo, tag in tagged)
     rows.sort(key=lambda r: (r["created"] or "", r["repository"] or "", r["tag"] or ""),
               reverse=True)
     return rows
