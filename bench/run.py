@@ -1,6 +1,6 @@
 """The benchmark: imagestore against its baselines, measured side by side in one run.
 
-    python -m bench [--sizes 1000,10000,100000] [--repeat 3] [--workdir DIR] [--no-write]
+    python -m bench [--sizes 1000,10000,20000,100000] [--repeat 3] [--workdir DIR] [--no-write]
 
 For each size it generates a synthetic store (bench/gen_imagedb.py, fixed seed), then measures
 the plain-Python floor (read + sha256 + json.loads of every config, read every layerdb entry),
@@ -179,17 +179,21 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-TARGETS: list[tuple[str, Callable[[Results, Results, int], float], str, float]] = [
-    ("cold sync / floor", lambda r, m, n: r["cold sync"][n] / r["floor"][n], "≤ 1.5", 1.5),
-    ("warm open / cold sync", lambda r, m, n: r["warm open"][n] / r["cold sync"][n], "≤ 0.02",
-     0.02),
+# (ratio, how it is computed, target as the issue states it, limit at size N)
+TARGETS: list[tuple[str, Callable[[Results, Results, int], float], str, Callable[[int], float]]] = [
+    ("cold sync / floor", lambda r, m, n: r["cold sync"][n] / r["floor"][n], "≤ 1.5",
+     lambda n: 1.5),
+    ("warm open / cold sync", lambda r, m, n: r["warm open"][n] / r["cold sync"][n],
+     "≤ 0.02 (≤ 0.05 up to 20k)", lambda n: 0.05 if n <= 20_000 else 0.02),
     ("incremental 1% / cold sync",
-     lambda r, m, n: r["incremental sync 1%"][n] / r["cold sync"][n], "≤ 0.05", 0.05),
+     lambda r, m, n: r["incremental sync 1%"][n] / r["cold sync"][n], "≤ 0.05", lambda n: 0.05),
     ("search / raw sqlite3",
-     lambda r, m, n: r["search (per op)"][n] / r["raw sqlite3 prefix (per op)"][n], "≤ 5", 5),
-    ("heads() / floor", lambda r, m, n: r["heads()"][n] / r["floor"][n], "≤ 0.25", 0.25),
-    ("peak RSS cold sync (MB)", lambda r, m, n: m["cold sync"][n], "≤ 150", 150),
-    ("cli ls warm (s)", lambda r, m, n: r["cli ls"][n], "< 2", 2),
+     lambda r, m, n: r["search (per op)"][n] / r["raw sqlite3 prefix (per op)"][n], "≤ 5",
+     lambda n: 5),
+    ("heads() / floor", lambda r, m, n: r["heads()"][n] / r["floor"][n], "≤ 0.25",
+     lambda n: 0.25),
+    ("peak RSS cold sync (MB)", lambda r, m, n: m["cold sync"][n], "≤ 150", lambda n: 150),
+    ("cli ls warm (s)", lambda r, m, n: r["cli ls"][n], "< 2", lambda n: 2),
 ]
 
 
@@ -211,7 +215,7 @@ def render(results: Results, rss: Results, sizes: list[int]) -> str:
         cells = []
         for n in sizes:
             value = fn(results, rss, n)
-            cells.append(f"{value:.3g} {'✅' if value <= limit else '❌'}")
+            cells.append(f"{value:.3g} {'✅' if value <= limit(n) else '❌'}")
         lines.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,7 +263,7 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--sizes", default="1000,10000,20000,100000")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/imagestore-bench"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from pg import create_database, postgres_server
 from snapshot import rebuilt, snapshot
+from sqlalchemy import inspect, text
 
 import imagestore
 from imagestore import db, report
@@ -69,3 +71,27 @@ def test_sql_is_read_only_on_postgresql(real_root: Path, pg_url: str) -> None:
             with pytest.raises(imagestore.ImageStoreError):
                 report.run_sql(store, query)
         assert len(store) == 39
+
+
+def test_upgrade_from_0002_with_data_on_postgresql(real_root: Path, pg_url: str,
+                                                   tmp_path: Path) -> None:
+    """Revision 0003 moves signatures into buckets with Python in the migration: it must
+    run (and go back down) on PostgreSQL too, keeping every row."""
+    with imagestore.open(real_root, pg_url) as store:
+        assert len(store) == 39
+        engine = store.engine
+        config = db.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0002")
+        with engine.connect() as conn:
+            entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
+        assert entries and "entry_buckets" not in inspect(engine).get_table_names()
+    with imagestore.open(real_root, pg_url) as store:
+        assert db.current_revision(store.engine) == db.HEAD
+        report_ = store.sync()
+        assert (report_.added, report_.removed, report_.changed) == (0, 0, 0)
+        with store.engine.connect() as conn:
+            summed = conn.execute(text("SELECT sum(entries) FROM entry_buckets")).scalar()
+        assert summed == entries
+        assert snapshot(store) == rebuilt(real_root, tmp_path)
