@@ -2,7 +2,11 @@
 
 An entry is one thing the index mirrors: a content file, an image's metadata folder, a layer
 folder, a container mount, ``repositories.json``. Its signature is a 63-bit number mixed from
-``lstat`` results (type, size, mtime, ctime, inode), stable across runs and Python versions.
+``lstat`` results (type, size, mtime, ctime, inode; a layer folder's inode alone), stable
+across runs and Python versions.
+
+A folder that exists but cannot be listed stops the sync with a clear error: taking it for
+empty would drop every image it holds from the index.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ def names(root: Root, kind: str) -> list[str]:
         return os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        raise _unlistable(folder, exc) from None
 
 
 def signatures(kind: str, base: str, names: Sequence[str]) -> tuple[list[int | None], Digests]:
@@ -165,6 +171,8 @@ def signatures(kind: str, base: str, names: Sequence[str]) -> tuple[list[int | N
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, NotADirectoryError):
         return [None] * len(names), {}
+    except OSError as exc:
+        raise _unlistable(folder, exc) from None
     try:
         sigs = [_signature_at(fd, kind, name) for name in names]
     finally:
@@ -185,7 +193,13 @@ def layer_folders(base: str) -> dict[str, int | None]:
                 out[e.name] = _folder_signature(e.inode()) if ok else None
     except (FileNotFoundError, NotADirectoryError):
         pass
+    except OSError as exc:
+        raise _unlistable(f"{base}/{LAYERS}", exc) from None
     return out
+
+
+def _unlistable(folder: str, exc: OSError) -> ImageStoreError:
+    return ImageStoreError(f"cannot list {folder.rstrip('/')}: {exc.strerror or exc}")
 
 
 def folder_signature(root: Root, kind: str, now_ns: int) -> int | None:

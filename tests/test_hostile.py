@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import run_cli
@@ -162,3 +163,25 @@ def test_any_ref_resolves_or_fails_cleanly(real_root: Path, ref: str) -> None:
             with contextlib.suppress(imagestore.ImageNotFound, imagestore.AmbiguousImageID):
                 call(ref)
         assert sorted(os.listdir(real_root)) == before
+
+
+def test_a_folder_that_cannot_be_listed_stops_the_sync_and_keeps_the_index(
+        real_root: Path, index: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking an unreadable folder for an empty one would drop every image from the index."""
+    imagestore.open(real_root, index).close()
+    content = str(real_root / CONTENT)
+    real_listdir = os.listdir
+
+    def denied(path: Any = ".") -> list[str]:
+        if str(path).rstrip("/") == content.rstrip("/"):
+            raise PermissionError(13, "Permission denied")
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    result = run_cli(capsys, real_root, "ls", index=index)
+    assert result.code == 1
+    assert result.err.strip() == f"imagestore: cannot list {content}: Permission denied"
+    monkeypatch.undo()
+    with imagestore.open(real_root, index, sync=False) as store:
+        assert len(store) == 39
