@@ -183,9 +183,10 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
         seen = dict.fromkeys(r["id"] if no_trunc else _short(r["id"]) for r in rows)
         emit("".join(i + "\n" for i in seen))
     else:
+        since = report.since_formatter()
         emit(report.to_table(LS_COLUMNS, [
             (r["repository"] or "<none>", r["tag"] or "<none>",
-             r["id"] if no_trunc else _short(r["id"]), report.human_since(r["created"]),
+             r["id"] if no_trunc else _short(r["id"]), since(r["created"]),
              report.human_size(r["size"]))
             for r in rows]))
 

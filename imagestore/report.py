@@ -10,7 +10,7 @@ import io
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import exists, select, text
 
 from imagestore import db, schema
-from imagestore.errors import ImageStoreError
+from imagestore.errors import ImageStoreError, InvalidImageConfig
 from imagestore.image import format_time, parse_time
 from imagestore.store import Store
 
@@ -278,6 +278,31 @@ def human_since(when: str | None, now: datetime | None = None) -> str:
     return f"{int(hours / 24 / 365)} years ago"
 
 
+def since_formatter(now: datetime | None = None) -> Callable[[str | None], str]:
+    """``human_since`` for many times against one ``now`` (``ls`` formats one per row).
+
+    Ages only grow through distinct strings ("2 days", ..., "2 weeks", ...), so when the
+    first and the last instant of a day read the same, every instant of that day does: one
+    answer per day is computed, and only days that straddle a change go time by time."""
+    now = now or datetime.now(timezone.utc)
+    days: dict[str, str | None] = {}
+
+    def since(when: str | None) -> str:
+        if not when or len(when) < 20 or when[10] != "T" or when[-1] != "Z":
+            return human_since(when, now)
+        day = when[:10]
+        if day not in days:
+            try:
+                first = human_since(day + "T00:00:00Z", now)
+                last = human_since(day + "T23:59:59.999999999Z", now)
+            except InvalidImageConfig:
+                first, last = "", None
+            days[day] = first if first == last else None
+        return days[day] or human_since(when, now)
+
+    return since
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
@@ -311,5 +336,18 @@ def to_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "".join(line.format(*r).rstrip() + "\n" for r in cells)
 
 
-__all__ = ["Node", "draw_forest", "forest", "human_since", "human_size", "image_rows",
-           "inspect", "run_sql", "to_csv", "to_json", "to_nl", "to_table"]
+__all__ = [
+    "Node",
+    "draw_forest",
+    "forest",
+    "human_since",
+    "human_size",
+    "image_rows",
+    "inspect",
+    "run_sql",
+    "since_formatter",
+    "to_csv",
+    "to_json",
+    "to_nl",
+    "to_table",
+]

@@ -39,6 +39,8 @@ BATCH = 5000
 # every config's bytes twice (pickled and not), and a few chunks are in flight.
 IMAGE_CHUNK = 250
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
+_DEPTHS = 1 << 32  # a chain's size and depth packed in one int: size * _DEPTHS + depth
+Link = tuple[str | None, int, bool]  # a layer's parent chain, own size, and read this pass
 
 __all__ = ["Problem", "Progress", "Root", "SyncReport", "all_problems", "ingest_image", "run",
            "set_parent_edge"]
@@ -96,17 +98,16 @@ class _Pass(changes.Tracker):
         self.clear(LAYERS + n for n in stale)
         names = sorted(n for n in changed | broken if n in present)
         del changed, removed, present
-        # Only what chain sizes need stays in memory: chain -> (parent, own size).
-        links: dict[str, tuple[str | None, int]] = {}
+        # Only what chain sizes need stays in memory: chain -> (parent, own size, read now).
+        links: dict[str, Link] = {}
         stored: dict[str, tuple[int, int]] = {}
         for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
                                           t.c.depth)):
             chain = _hex(r.chain_id)
             stored[chain] = (r.size, r.depth)
             if chain not in stale:
-                links[chain] = (r.parent_id and _hex(r.parent_id), r.diff_size)
+                links[chain] = (r.parent_id and _hex(r.parent_id), r.diff_size, False)
         del stale
-        fresh: set[str] = set()
         for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
             self.tell("layers", done * CHUNK + len(checked), len(names))
             for name, parent, diff_size, problem in checked:
@@ -114,28 +115,28 @@ class _Pass(changes.Tracker):
                     self.note([problem])
                     continue
                 chain = sys.intern(name)
-                links[chain] = (parent and _hex(parent), diff_size)
-                fresh.add(chain)
+                links[chain] = (parent and _hex(parent), diff_size, True)
         del names
         valid = _resolve_layers(links, self)
-        gone = [PREFIX + c for c in stored if c not in valid or c in fresh]
+        gone = [PREFIX + c for c in stored if c not in valid or links[c][2]]
         for chunk in _chunks(gone, 500):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
         # Folders read now are (re)inserted whole; the rest may only need new chain sizes.
-        to_write = sorted(c for c in fresh if c in valid)
+        to_write = sorted(c for c, (_, _, new) in links.items() if new and c in valid)
         with bulk_load(self.conn, [t], len(to_write)):
             for results in chunked_map(layer_rows, self.root.base, to_write):
                 rows = []
                 for chain, diff_id, cache_id in results:
-                    parent, diff_size = links[chain]
-                    size, depth = valid[chain]
+                    parent, diff_size, _ = links[chain]
+                    size, depth = divmod(valid[chain], _DEPTHS)
                     rows.append({"chain_id": PREFIX + chain, "diff_id": diff_id,
                                  "parent_id": parent and PREFIX + parent,
                                  "diff_size": diff_size, "size": size, "cache_id": cache_id,
                                  "depth": depth})
                 bulk_insert(self.conn, t, rows)
-        for chain, (size, depth) in valid.items():
-            if chain in stored and chain not in fresh and stored[chain] != (size, depth):
+        for chain, packed in valid.items():
+            size, depth = divmod(packed, _DEPTHS)
+            if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
                 self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain)
                                   .values(size=size, depth=depth))
         self._chains = set(valid)
@@ -186,7 +187,7 @@ class _Pass(changes.Tracker):
             orphans = self.conn.scalars(select(t.c.id).where(
                 t.c.chain_id.is_not(None), t.c.chain_id.not_in(select(schema.layers.c.chain_id))))
             reread |= {i[len(PREFIX):] for i in orphans}
-        known = self._known(reread | removed | meta_changed | meta_removed)
+        known = self._known(reread | removed | meta_changed | meta_removed) if total else set()
         meta_only = ((meta_changed | meta_removed) & known) - reread - removed
         gone = sorted(PREFIX + n for n in (removed | reread) & known)
         for chunk in _chunks(gone, 500):
@@ -302,26 +303,27 @@ def _hex(chain: str) -> str:
     return sys.intern(chain[len(PREFIX):] if chain.startswith(PREFIX) else chain)
 
 
-def _resolve_layers(links: dict[str, tuple[str | None, int]],
-                    sync: _Pass) -> dict[str, tuple[int, int]]:
-    """Layers moby would load (a layer loads only if its parent does): chain -> (size of the
-    whole chain, depth)."""
-    out: dict[str, tuple[int, int]] = {}
+def _resolve_layers(links: dict[str, Link], sync: _Pass) -> dict[str, int]:
+    """Layers moby would load (a layer loads only if its parent does): chain -> size of the
+    whole chain * ``_DEPTHS`` + depth (one int, not a tuple: 100,000s of them are alive)."""
+    out: dict[str, int] = {}
     failed: set[str] = set()
     for start in links:
-        stack = []
+        stack: list[str] = []
+        on_stack: set[str] = set()  # a cycle check that stays linear in a deep chain
         cid: str | None = start
         while cid is not None and cid not in out and cid not in failed:
-            if cid in stack or cid not in links:
+            if cid in on_stack or cid not in links:
                 break
             stack.append(cid)
+            on_stack.add(cid)
             cid = links[cid][0]
         ok = cid is None or cid in out
         for c in reversed(stack):
-            parent, diff_size = links[c]
+            parent, diff_size, _ = links[c]
             if ok:
-                size, depth = (0, 0) if parent is None else out[parent]
-                out[c] = (size + diff_size, depth + 1)
+                below = 0 if parent is None else out[parent]
+                out[c] = below + diff_size * _DEPTHS + 1
             else:
                 failed.add(c)
                 sync.note([Problem(LAYERS + c, "bad-layer",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
 from conftest import TRUTH, truth_json, truth_jsonl
+from hypothesis import given
+from hypothesis import strategies as st
 
-from imagestore.report import human_size
+from imagestore.report import human_since, human_size, since_formatter
 
 
 def _docker_rows(name: str) -> set[tuple[str, str, str, str]]:
@@ -93,3 +95,23 @@ def test_human_size_follows_docker() -> None:
     assert human_size(228) == "228B"
     assert human_size(12345) == "12.3kB"
     assert human_size(0) == "0B"
+
+
+_NOW = datetime(2026, 11, 30, 12, 34, 56, 789000, tzinfo=timezone.utc)
+
+
+@given(st.lists(st.tuples(st.integers(-10, 3 * 365 * 86400), st.integers(0, 999_999_999)),
+                min_size=1, max_size=40))
+def test_since_formatter_answers_as_human_since(ages: list[tuple[int, int]]) -> None:
+    """One answer per day is reused only where it is exact, day boundaries included."""
+    since = since_formatter(_NOW)
+    for seconds, nanos in ages:
+        when = _NOW - timedelta(seconds=seconds)
+        text = when.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+        assert since(text) == human_since(text, _NOW)
+    # A day that straddles a change of answer is answered instant by instant.
+    for text, expected in (("2026-11-28T00:00:00Z", "2 days ago"),
+                           ("2026-11-28T12:34:55Z", "2 days ago"),
+                           ("2026-11-28T12:34:57Z", "48 hours ago"),
+                           ("2026-11-28T23:59:59.999999999Z", "37 hours ago")):
+        assert since(text) == human_since(text, _NOW) == expected

@@ -14,6 +14,7 @@ from cli_helpers import run_cli
 from conftest import make_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 import imagestore
 from imagestore.digest import digest_of
@@ -185,3 +186,19 @@ def test_a_folder_that_cannot_be_listed_stops_the_sync_and_keeps_the_index(
     monkeypatch.undo()
     with imagestore.open(real_root, index, sync=False) as store:
         assert len(store) == 39
+
+
+def test_a_very_deep_layer_chain_loads(empty_root: Path, index: Path) -> None:
+    """Chain sizes are resolved without recursion and with a linear cycle check, so a chain
+    far deeper than moby's limit of 125 still loads (a hostile or synthetic store)."""
+    depth = 1000
+    diff_ids = [digest_of(f"layer {i}".encode()) for i in range(depth)]
+    chains = make_layers(empty_root, diff_ids, sizes=[1] * depth)
+    top = _put(empty_root, json.dumps({"rootfs": {"type": "layers",
+                                                  "diff_ids": diff_ids}}).encode())
+    with imagestore.open(empty_root, index) as store:
+        assert store.map()[top].chain_id == chains[-1]
+        with store.engine.connect() as conn:
+            row = conn.execute(text("SELECT size, depth FROM layers WHERE chain_id = :c"),
+                               {"c": chains[-1]}).one()
+        assert tuple(row) == (depth, depth)
