@@ -8,7 +8,6 @@ as problems, exactly where moby logs and skips them.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from imagestore.references import BadReferences, parse_repositories
 BATCH = 5000
 # Configs travel back from the workers a few hundred at a time: a chunk in flight holds
 # every config's bytes twice (pickled and not), and a few chunks are in flight.
-IMAGE_CHUNK = 250
+IMAGE_CHUNK = 100
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 _DEPTHS = 1 << 32  # a chain's size and depth packed in one int: size * _DEPTHS + depth
 Link = tuple[str | None, int, bool]  # a layer's parent chain, own size, and read this pass
@@ -77,15 +76,16 @@ class _Pass(changes.Tracker):
     def __init__(self, conn: Connection, root: Root, *, full: bool = False,
                  progress: Progress | None = None, tidy: bool = False) -> None:
         super().__init__(conn, root, full=full, progress=progress, tidy=tidy)
-        self._chains: set[str] | None = None
+        self._chains: set[bytes] | None = None  # loadable layers, as raw digests
         self._asked: dict[str, bool] = {}
 
     # -- layers -----------------------------------------------------------------------------
     def sync_layers(self) -> bool:
         """Update layers and mounts; True when the set of loadable layers changed.
 
-        Chains are keyed by their bare hex (the listing's own strings, interned), not by
-        ``sha256:`` IDs: at 100,000 images that keeps tens of MB of copies out of memory."""
+        Chains are keyed by their bare hex, one string per chain shared by parent and child
+        links, not by ``sha256:`` IDs: at 100,000 images that keeps tens of MB of copies out
+        of memory."""
         changed, removed, present = self.diff(LAYERS)
         mounts_changed, mounts_removed, _ = self.diff(MOUNTS)
         if mounts_changed or mounts_removed:
@@ -100,13 +100,14 @@ class _Pass(changes.Tracker):
         del changed, removed, present
         # Only what chain sizes need stays in memory: chain -> (parent, own size, read now).
         links: dict[str, Link] = {}
+        pool: dict[str, str] = {}
         stored: dict[str, tuple[int, int]] = {}
         for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
                                           t.c.depth)):
-            chain = _hex(r.chain_id)
+            chain = _bare(r.chain_id, pool)
             stored[chain] = (r.size, r.depth)
             if chain not in stale:
-                links[chain] = (r.parent_id and _hex(r.parent_id), r.diff_size, False)
+                links[chain] = (r.parent_id and _bare(r.parent_id, pool), r.diff_size, False)
         del stale
         for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
             self.tell("layers", done * CHUNK + len(checked), len(names))
@@ -114,8 +115,8 @@ class _Pass(changes.Tracker):
                 if problem is not None:
                     self.note([problem])
                     continue
-                chain = sys.intern(name)
-                links[chain] = (parent and _hex(parent), diff_size, True)
+                chain = _bare(name, pool)
+                links[chain] = (parent and _bare(parent, pool), diff_size, True)
         del names
         valid = _resolve_layers(links, self)
         gone = [PREFIX + c for c in stored if c not in valid or links[c][2]]
@@ -139,7 +140,7 @@ class _Pass(changes.Tracker):
             if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
                 self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain)
                                   .values(size=size, depth=depth))
-        self._chains = set(valid)
+        self._chains = {bytes.fromhex(c) for c in valid}
         return bool(gone) or any(c not in stored for c in valid)
 
     def _sync_mounts(self) -> None:
@@ -167,8 +168,8 @@ class _Pass(changes.Tracker):
                     self._asked[chain] = self.conn.scalar(
                         select(lt.c.chain_id).where(lt.c.chain_id == chain)) is not None
                 return self._asked[chain]
-            self._chains = {_hex(c) for c in self.conn.scalars(select(schema.layers.c.chain_id))}
-        return chain.removeprefix(PREFIX) in self._chains
+            self._chains = {_digest(c) for c in self.conn.scalars(select(schema.layers.c.chain_id))}
+        return _digest(chain) in self._chains
 
     # -- images -----------------------------------------------------------------------------
     def sync_images(self, layers_moved: bool, report: SyncReport) -> None:
@@ -298,9 +299,18 @@ def all_problems(conn: Connection) -> list[Problem]:
     return [Problem(r.path, r.kind, r.reason) for r in conn.execute(select(p).order_by(p.c.path))]
 
 
-def _hex(chain: str) -> str:
-    """A chain ID's bare hex, interned: every copy of one chain is then the same string."""
-    return sys.intern(chain[len(PREFIX):] if chain.startswith(PREFIX) else chain)
+def _bare(chain: str, pool: dict[str, str]) -> str:
+    """A chain ID as bare hex, one string per chain in ``pool`` (a parent and its children
+    share it); unlike ``sys.intern``'s, the table goes away with the pass."""
+    key = chain[len(PREFIX):] if chain.startswith(PREFIX) else chain
+    return pool.setdefault(key, key)
+
+
+def _digest(chain: str) -> bytes:
+    try:
+        return bytes.fromhex(chain[len(PREFIX):])
+    except ValueError:
+        return b""
 
 
 def _resolve_layers(links: dict[str, Link], sync: _Pass) -> dict[str, int]:
