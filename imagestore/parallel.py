@@ -4,12 +4,14 @@ stat-ing 400,000 entries, is CPU and system-call work that two cores do in half 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import multiprocessing
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import TypeVar
 
 # Below this many items a pass stays in-process: starting workers costs more than it saves.
@@ -20,6 +22,13 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+class _Shared:
+    pool: ProcessPoolExecutor | None = None
+
+
+_SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar("shared", default=None)
+
+
 def _context() -> multiprocessing.context.BaseContext:
     # fork is cheap and the children touch no inherited handle; with other threads alive
     # fork is unsafe, so fall back to forkserver.
@@ -28,22 +37,55 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
+def _workers() -> int:
+    return min(os.cpu_count() or 1, 8)
+
+
+@contextlib.contextmanager
+def shared_workers() -> Iterator[None]:
+    """Let every large ``chunked_map`` inside share one set of workers, started at the first
+    (a warm sync scans several folders: starting workers once per folder shows at 20,000)."""
+    shared = _Shared()
+    token = _SHARED.set(shared)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        if shared.pool is not None:
+            shared.pool.shutdown()
+
+
 def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
                 chunk: int = CHUNK) -> Iterator[R]:
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
     chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
-    workers = min(os.cpu_count() or 1, 8)
+    workers = _workers()
     if len(names) < PARALLEL_MIN or workers < 2:
         for part in chunks:
             yield fn(base, part)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        # A bounded window of chunks in flight keeps memory flat while the caller writes.
-        pending: deque[Future[R]] = deque()
+    shared = _SHARED.get()
+    if shared is None:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+            yield from _in_flight(pool, fn, base, chunks, workers)
+        return
+    if shared.pool is None:
+        shared.pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
+    yield from _in_flight(shared.pool, fn, base, chunks, workers)
+
+
+def _in_flight(pool: Executor, fn: Callable[[str, Sequence[T]], R], base: str,
+               chunks: list[Sequence[T]], workers: int) -> Iterator[R]:
+    # A bounded window of chunks in flight keeps memory flat while the caller writes.
+    pending: deque[Future[R]] = deque()
+    try:
         for part in chunks:
             pending.append(pool.submit(fn, base, part))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        for future in pending:  # a caller that stops early leaves no work queued
+            future.cancel()

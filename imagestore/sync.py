@@ -30,7 +30,7 @@ from imagestore.ingest import (
     read_metadata,
 )
 from imagestore.layers import BadEntry
-from imagestore.parallel import CHUNK, chunked_map
+from imagestore.parallel import CHUNK, chunked_map, shared_workers
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
@@ -377,8 +377,9 @@ def run(conn: Connection, root: Root, *, full: bool = False,
             conn.execute(delete(table))
     sync = _Pass(conn, root, full=full, progress=progress, tidy=tidy)
     report = SyncReport()
-    layers_moved = sync.sync_layers()
-    sync.sync_images(layers_moved, report)
+    with shared_workers():
+        layers_moved = sync.sync_layers()
+        sync.sync_images(layers_moved, report)
     sync.sync_tags()
     sync.save_problems()
     report.problems = all_problems(conn)
