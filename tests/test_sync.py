@@ -232,6 +232,31 @@ def test_layer_folders_are_listed_only_when_their_folder_moved(
     assert len(listings) == 4
 
 
+def test_worker_processes_give_the_in_process_answers(real_root: Path, open_store: OpenStore,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """Large passes stat, read and parse in worker processes (one set per pass); forced on
+    for this small store, they must give exactly what the in-process pass gives."""
+    expected = fresh_view(real_root, tmp_path / "in-process.sqlite")
+    monkeypatch.setattr("imagestore.parallel.PARALLEL_MIN", 2)
+    monkeypatch.setattr("imagestore.sync.IMAGE_CHUNK", 5)
+    with file_reads_under(real_root) as events:
+        store = open_store(real_root)
+    forks = [e for e, _ in events if e in _SPAWN_EVENTS]
+    workers = min(os.cpu_count() or 1, 8)
+    assert len(forks) == (workers if workers > 1 else 0)  # one set, not one per folder
+    report = store.sync()
+    assert (graph(store), problems_of(report)) == expected
+    victim = sorted(store.map())[3]
+    (real_root / CONTENT / hex_(victim)).unlink()
+    added = write_content(real_root, config("added", store.get(victim).rootfs.diff_ids))
+    report = store.sync()
+    assert (report.added, report.removed) == (1, 1)
+    assert (graph(store), problems_of(report)) == fresh_view(real_root,
+                                                             tmp_path / "again.sqlite")
+    assert added in store
+
+
 # -- outside changes -------------------------------------------------------------------------
 def test_added_content_file(real_root: Path, open_store: OpenStore) -> None:
     store = open_store(real_root)
