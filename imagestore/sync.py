@@ -34,8 +34,8 @@ from imagestore.parallel import CHUNK, chunked_map, shared_workers
 from imagestore.references import BadReferences, parse_repositories
 
 BATCH = 5000
-# Configs travel back from the workers a few hundred at a time: a chunk in flight holds
-# every config's bytes twice (pickled and not), and a few chunks are in flight.
+# Configs travel back from the workers a hundred at a time: a chunk in flight holds every
+# config's bytes twice (pickled and not), and a few chunks are in flight.
 IMAGE_CHUNK = 100
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 _DEPTHS = 1 << 32  # a chain's size and depth packed in one int: size * _DEPTHS + depth
