@@ -45,21 +45,21 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
         query = query.where(is_head, ~tagged_image)
     elif not all_images:
         query = query.where(is_head | tagged_image)
-    with store.engine.connect() as conn:
-        images = conn.execute(query).all()
-        refs: dict[str, list[tuple[str | None, str | None]]] = {}
-        for r in conn.execute(select(tt.c.image_id, tt.c.repository, tt.c.tag)
-                              .order_by(tt.c.repository, tt.c.tag)):
-            refs.setdefault(r.image_id, []).append((r.repository, r.tag))
+    refs_query = select(tt.c.image_id, tt.c.repository, tt.c.tag).order_by(tt.c.repository,
+                                                                            tt.c.tag)
+    images, tag_rows = store.fetch(query, refs_query)
+    refs: dict[str, list[tuple[str | None, str | None]]] = {}
+    for image_id, repository, tag in tag_rows:
+        refs.setdefault(image_id, []).append((repository, tag))
     rows: list[Row] = []
-    for img in images:
-        names = refs.get(img.id, [])
-        if dangling and (names or not img.head):
+    for image_id, created, parent_id, size, head in images:
+        names = refs.get(image_id, [])
+        if dangling and (names or not head):
             continue
-        if not names and not img.head and not all_images:
+        if not names and not head and not all_images:
             continue
-        base = {"id": img.id, "repository": None, "tag": None, "created": _rfc3339(img.created),
-                "size": int(img.size or 0), "parent": img.parent_id}
+        base = {"id": image_id, "repository": None, "tag": None, "created": _rfc3339(created),
+                "size": int(size or 0), "parent": parent_id}
         if not names:  # most rows: one, untagged
             rows.append(base)
             continue

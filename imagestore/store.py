@@ -10,12 +10,11 @@ import contextlib
 import fcntl
 import json
 import os
-import sqlite3
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select, text, update
 
@@ -40,6 +39,7 @@ from imagestore.errors import (
     LayerNotFound,
     ReadOnlyStore,
 )
+from imagestore.fastread import FastReader
 from imagestore.fs import MAX_FILE_SIZE, ImageDB, atomic_write, read_optional
 from imagestore.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.layers import LayerMetadata
@@ -76,16 +76,11 @@ class Store:
         self.readonly = readonly
         self.force = force
         self._lock_path = lock_path
-        self._sqlite_path = db.sqlite_path(str(engine.url))
-        self._local = threading.local()
-        self._fast_conns: list[sqlite3.Connection] = []
+        self.fast = FastReader(db.sqlite_path(str(engine.url)), engine.dialect)
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
-        for conn in self._fast_conns:
-            with contextlib.suppress(sqlite3.ProgrammingError):  # another thread's
-                conn.close()
-        self._fast_conns.clear()
+        self.fast.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -238,29 +233,22 @@ class Store:
             raise AmbiguousImageID(term, self._prefix_query(parsed.hex_prefix, MAX_CANDIDATES))
         return ids[0]
 
+    def fetch(self, *queries: Any) -> list[list[tuple[Any, ...]]]:
+        """All rows of read-only queries, as plain tuples from one snapshot (through the
+        plain sqlite3 reader on an SQLite index: listings of 100,000 rows)."""
+        fast = self.fast.fetch(*queries)
+        if fast is not None:
+            return fast
+        with self._read() as conn:
+            return [[tuple(r) for r in conn.execute(q)] for q in queries]
+
     def _prefix_query(self, hex_prefix: str, limit: int) -> list[str]:
         bounds = {"lo": PREFIX + hex_prefix, "hi": prefix_upper_bound(hex_prefix), "n": limit}
-        fast = self._fast_reader()
+        fast = self.fast.connection()
         if fast is not None:
             return [row[0] for row in fast.execute(PREFIX_SQL, bounds)]
         with self._read() as conn:
             return list(conn.scalars(text(PREFIX_SQL), bounds))
-
-    def _fast_reader(self) -> sqlite3.Connection | None:
-        """A plain sqlite3 connection (one per thread) for the hottest lookup.
-
-        A short-ID search is a single indexed range read; SQLAlchemy's per-call machinery
-        costs ten times the query. Autocommit: each read sees the latest committed state.
-        """
-        if self._sqlite_path is None:
-            return None
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._sqlite_path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            self._fast_conns.append(conn)
-        return conn
 
     def set_parent(self, image_id: str, parent: str) -> None:
         image_id, parent = _image_id(image_id), _image_id(parent)

@@ -301,7 +301,8 @@ def _raw_connections(store: imagestore.Store) -> list[sqlite3.Connection]:
             found.append(value)
         elif isinstance(value, (list, tuple, set)):
             pending.extend(value)
-        elif isinstance(value, threading.local):
+        elif isinstance(value, threading.local) or type(value).__module__.startswith(
+                "imagestore."):
             pending.extend(vars(value).values())
     return found
 
