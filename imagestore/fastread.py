@@ -48,7 +48,8 @@ class FastReader:
             return None
         statements = []
         for query in queries:
-            compiled = query.compile(dialect=self.dialect)
+            compiled = query.compile(dialect=self.dialect,
+                                     compile_kwargs={"render_postcompile": True})
             assert isinstance(compiled, SQLCompiler)
             params = [compiled.params[k] for k in compiled.positiontup or ()]
             statements.append((str(compiled), params))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import config, make_layers
+from sqlalchemy import select
 
 import imagestore
 from imagestore import (
@@ -22,6 +23,7 @@ from imagestore import (
     LayerMetadata,
     LayerNotFound,
     ReadOnlyStore,
+    schema,
 )
 from imagestore.digest import digest_of
 from imagestore.fs import ImageDB
@@ -635,3 +637,18 @@ def test_reopen_after_deleting_index_rebuilds_same_state(
     assert state(again) == expected
     assert again.get_last_updated(ids[1]) == datetime(2020, 1, 1, tzinfo=timezone.utc)
     assert again.is_built_locally(ids[0])
+
+
+def test_fetch_reads_one_snapshot_through_the_plain_reader(real_root: Path, index: Path) -> None:
+    """Listings read through plain sqlite3 must answer exactly as the engine does, bound
+    parameters and expanding IN lists included."""
+    with imagestore.open(real_root, index) as store:
+        t = schema.images
+        ids = sorted(store.map())[:3]
+        queries = [select(t.c.id, t.c.created).where(t.c.id.in_(ids)).order_by(t.c.id),
+                   select(t.c.id).where(t.c.id == ids[0])]
+        fast = store.fetch(*queries)
+        with store.engine.connect() as conn:
+            assert fast == [[tuple(r) for r in conn.execute(q)] for q in queries]
+        assert [r[0] for r in fast[0]] == ids
+        assert store.fast.connection() is not None  # the plain reader answered
