@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
 from imagestore import schema
-from imagestore.db import bulk_insert
+from imagestore.db import IN_BATCH, ROW_BATCH, batches, bulk_insert
 from imagestore.entries import (
     CONTENT,
     KINDS,
@@ -41,7 +41,6 @@ Progress = Callable[[str, int, int], None]
 
 # The digest of a bucket that must be compared entry by entry (real digests are >= 0).
 UNKNOWN = -1
-_BATCH = 500
 
 
 def under(column: Any, kind: str) -> Any:
@@ -74,7 +73,7 @@ def stored_signatures(conn: Connection, kind: str, buckets: set[str] | None) -> 
         for text in conn.scalars(query.where(under(b.c.prefix, kind))):
             out.update(_load(text))
         return out
-    for chunk in _chunks(sorted(kind + k for k in buckets)):
+    for chunk in batches(sorted(kind + k for k in buckets), IN_BATCH):
         for text in conn.scalars(query.where(b.c.prefix.in_(chunk))):
             out.update(_load(text))
     return out
@@ -85,14 +84,14 @@ def save(conn: Connection, kind: str, now: dict[str, int], digests: Digests,
     """Replace the rows of the ``replaced`` buckets with what ``now`` holds of them (a bucket
     left empty gets no row); ``digests`` are those of ``now``, by bucket."""
     b = schema.entry_buckets
-    for chunk in _chunks(sorted(kind + k for k in replaced)):
+    for chunk in batches(sorted(kind + k for k in replaced), IN_BATCH):
         conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
     grouped: dict[str, dict[str, int]] = {}
     for name, sig in now.items():
         grouped.setdefault(bucket(name), {})[name] = sig
     # Written a slice at a time: a cold sync's 12,000 JSON objects need not all be alive.
     keys = sorted(grouped)
-    for part in _chunks(keys):
+    for part in batches(keys, IN_BATCH):
         bulk_insert(conn, b, [{"prefix": kind + k, "digest": digests[k][0],
                                "entries": len(grouped[k]), "signatures": _dump(grouped[k])}
                               for k in part])
@@ -243,13 +242,13 @@ class Tracker:
     def save_problems(self) -> None:
         p = schema.problems
         stale = sorted((self.cleared | set(self.problems)) & self.old_problems.keys())
-        for chunk in _chunks(stale, 500):
+        for chunk in batches(stale, IN_BATCH):
             self.conn.execute(delete(p).where(p.c.path.in_(chunk)))
         found = now_text()
         rows = [{"path": x.path, "kind": x.kind, "reason": x.reason, "found_at": found}
                 for x in self.problems.values()]
-        for chunk in _chunks(rows):
-            bulk_insert(self.conn, p, chunk)
+        for part in batches(rows, ROW_BATCH):
+            bulk_insert(self.conn, p, part)
 
 
 def now_text() -> str:
@@ -270,8 +269,3 @@ def _load(text: str | None) -> dict[str, int]:
     if not isinstance(sigs, dict):
         return {}
     return {k: v for k, v in sigs.items() if type(v) is int}
-
-
-def _chunks(items: list[Any], size: int = _BATCH) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -33,6 +33,8 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from imagestore.dialects import postgresql, sqlite
 from imagestore.errors import IndexUnavailable
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -103,6 +105,17 @@ def make_engine(url: str) -> Engine:
         raise IndexUnavailable(f"cannot use index {url!r}: {exc}") from None
     dialect.configure(engine)
     return engine
+
+
+# Values in one ``IN (...)`` and rows in one ``executemany``: well under every backend's limit
+# on bound parameters, and large enough that the per-statement cost disappears.
+IN_BATCH = 500
+ROW_BATCH = 5000
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

@@ -8,7 +8,6 @@ as problems, exactly where moby logs and skips them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 
 from imagestore import changes, schema
 from imagestore.changes import Progress
-from imagestore.db import bulk_insert, bulk_load
+from imagestore.db import IN_BATCH, ROW_BATCH, batches, bulk_insert, bulk_load
 from imagestore.digest import PREFIX
 from imagestore.entries import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
 from imagestore.fs import MAX_FILE_SIZE, read_optional
@@ -33,7 +32,6 @@ from imagestore.layers import BadEntry
 from imagestore.parallel import CHUNK, chunked_map, shared_workers
 from imagestore.references import BadReferences, parse_repositories
 
-BATCH = 5000
 # Configs travel back from the workers a hundred at a time: a chunk in flight holds every
 # config's bytes twice (pickled and not), and a few chunks are in flight.
 IMAGE_CHUNK = 100
@@ -63,11 +61,6 @@ class SyncReport:
             "problems": [{"path": p.path, "kind": p.kind, "reason": p.reason}
                          for p in self.problems],
         }
-
-
-def _chunks(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class _Pass(changes.Tracker):
@@ -120,7 +113,7 @@ class _Pass(changes.Tracker):
         del names
         valid = _resolve_layers(links, self)
         gone = [PREFIX + c for c in stored if c not in valid or links[c][2]]
-        for chunk in _chunks(gone, 500):
+        for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
         # Folders read now are (re)inserted whole; the rest may only need new chain sizes.
         to_write = sorted(c for c, (_, _, new) in links.items() if new and c in valid)
@@ -191,7 +184,7 @@ class _Pass(changes.Tracker):
         known = self._known(reread | removed | meta_changed | meta_removed) if total else set()
         meta_only = ((meta_changed | meta_removed) & known) - reread - removed
         gone = sorted(PREFIX + n for n in (removed | reread) & known)
-        for chunk in _chunks(gone, 500):
+        for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.id.in_(chunk)))
         if self.old_problems:
             for name in removed | reread:
@@ -228,7 +221,7 @@ class _Pass(changes.Tracker):
         t = schema.images
         ids = sorted(PREFIX + n for n in names if len(n) == 64)
         known: set[str] = set()
-        for chunk in _chunks(ids, 500):
+        for chunk in batches(ids, IN_BATCH):
             known.update(i[len(PREFIX):] for i in self.conn.scalars(
                 select(t.c.id).where(t.c.id.in_(chunk))))
         return known
@@ -263,7 +256,7 @@ class _Pass(changes.Tracker):
         self.conn.execute(update(t).where(t.c.id == bindparam("image")).values(
             last_updated=bindparam("last"), built_locally=bindparam("built")),
             values)
-        for chunk in _chunks([PREFIX + n for n in names], 500):
+        for chunk in batches([PREFIX + n for n in names], IN_BATCH):
             self.conn.execute(delete(p).where(p.c.child_id.in_(chunk)))
         bulk_insert(self.conn, p, edges)
 
@@ -291,7 +284,7 @@ class _Pass(changes.Tracker):
                   for i, reason in enumerate(bad))
         rows = [{"ref": r.ref, "repository": r.repository, "tag": r.tag, "digest": r.digest,
                  "image_id": r.image_id} for r in refs]
-        for chunk in _chunks(rows):
+        for chunk in batches(rows, ROW_BATCH):
             bulk_insert(self.conn, schema.tags, chunk)
 
 def all_problems(conn: Connection) -> list[Problem]:
