@@ -247,7 +247,26 @@ _RFC3339 = re.compile(
 
 
 def parse_time(value: str) -> datetime:
-    """RFC 3339 (nanoseconds allowed, truncated to microseconds) to an aware datetime."""
+    """RFC 3339 (nanoseconds allowed, truncated to microseconds) to an aware datetime.
+
+    The form Docker writes (``2006-01-02T15:04:05.999999999Z``) takes a fast path: a sync
+    parses two times per image and ``ls`` one per row. Anything else, or anything the fast
+    path doubts, goes through the full parser."""
+    fraction = value[20:-1]
+    if (value.isascii() and value[-1:] == "Z" and len(value) >= 20 and value[4] == "-"
+            and value[7] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
+            and (len(value) == 20 if value[19] == "Z" else
+                 value[19] == "." and 1 <= len(fraction) <= 9 and fraction.isdigit())):
+        try:
+            micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+            return datetime.fromisoformat(value[:19]).replace(microsecond=micro,
+                                                              tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return _parse_time(value)
+
+
+def _parse_time(value: str) -> datetime:
     m = _RFC3339.fullmatch(value)
     if not m:
         raise InvalidImageConfig(f"parsing time {value!r}: not RFC 3339")

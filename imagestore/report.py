@@ -4,7 +4,6 @@ read-only SQL, and the output formats (table, JSON, newline-delimited JSON, CSV)
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -237,25 +236,12 @@ def human_size(size: float) -> str:
     return f"{size:.3g}{units[i]}"
 
 
-def _utc_time(value: str) -> datetime:
-    """``parse_time`` with a fast path for the UTC form the index stores (``ls`` formats
-    one per row)."""
-    fraction = value[20:-1]
-    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T" and (
-            value[19] == "Z" or (value[19] == "." and fraction.isdigit())):
-        with contextlib.suppress(ValueError):
-            micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
-            return datetime.fromisoformat(value[:19]).replace(microsecond=micro,
-                                                              tzinfo=timezone.utc)
-    return parse_time(value)
-
-
 def human_since(when: str | None, now: datetime | None = None) -> str:
     """docker's ``units.HumanDuration`` + " ago"."""
     if not when:
         return "N/A"
     now = now or datetime.now(timezone.utc)
-    seconds = (now - _utc_time(when)).total_seconds()
+    seconds = (now - parse_time(when)).total_seconds()
     if seconds < 1:
         return "Less than a second ago"
     if seconds < 60:

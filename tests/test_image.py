@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from imagestore import Image, InvalidImageConfig
 from imagestore.digest import digest_of
-from imagestore.image import check_history, format_time, parse_config, parse_time
+from imagestore.image import _parse_time, check_history, format_time, parse_config, parse_time
 
 SAMPLE_IMAGE_JSON = (
     b'{\n\t"architecture": "amd64",\n\t"os": "linux",\n\t"config": {},\n\t"rootfs": {\n'
@@ -416,3 +416,27 @@ def test_fuzz_parse_config_with_json_documents(value: Any) -> None:
                      r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})\Z"))
 def test_fuzz_created_strings(created: str) -> None:
     _must_return_or_reject(doc(f'"created": {json.dumps(created)}'))
+
+
+def _outcome(parse: Any, text: str) -> Any:
+    try:
+        return parse(text)
+    except InvalidImageConfig:
+        return "invalid"
+
+
+_TIME_CHARS = "0123456789-:.TtZz+ ٣x"
+
+
+@settings(max_examples=400)
+@given(st.one_of(
+    st.text(alphabet=_TIME_CHARS, min_size=18, max_size=32),
+    st.builds(lambda d, f, z: d + f + z,
+              st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31))
+              .map(lambda t: t.strftime("%Y-%m-%dT%H:%M:%S")),
+              st.text(alphabet="0123456789.٣", max_size=12).map(lambda f: "." + f if f else f),
+              st.sampled_from(["Z", "z", "+00:00", "Z1Z", ""])),
+))
+def test_the_fast_path_of_parse_time_answers_as_the_full_parser(text: str) -> None:
+    """Docker's own form skips the regex; it must accept and read exactly what it accepts."""
+    assert _outcome(parse_time, text) == _outcome(_parse_time, text)
