@@ -196,25 +196,31 @@ class Tracker:
         stored = {} if self.full else stored_signatures(
             self.conn, kind, None if everything else buckets)
         changed = {n for n, sig in now.items() if stored.get(n) != sig}
-        self._leftovers(kind, changed, now)
+        tidied = {bucket(n) for n in self._leftovers(kind, changed, now)}
         removed = stored.keys() - now.keys()
         del stored
+        # The scan's digests stand, except where tidying just removed or rewrote entries.
+        fresh = {k: d for k, d in current.digests.items()
+                 if (everything or k in buckets) and k not in tidied}
+        fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
         replaced = known.keys() if everything else buckets & known.keys()
-        save(self.conn, kind, now, digests(now.items()), replaced)
+        save(self.conn, kind, now, fresh, replaced)
         return changed, removed, current
 
-    def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> None:
+    def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> set[str]:
         """Temp files of interrupted writes: removed when tidying, else recorded as problems
         (and removed by a later tidy pass). Creating one moved its folder's signature, so
         only changed entries and earlier finds are looked at: an unchanged root costs
-        nothing here."""
+        nothing here. Returns the entries whose signature tidying removed or changed."""
         imagedb = self.root.imagedb
+        tidied: set[str] = set()
         if kind == CONTENT and self.tidy:
             seen = {p[len(CONTENT):] for p in self.problem_paths(CONTENT)}
             for name in [n for n in (changed | seen) & current.keys()
                          if imagedb.remove_temp_file(n)]:
                 changed.discard(name)
                 del current[name]
+                tidied.add(name)
         elif kind == METADATA:
             nested: dict[str, list[str]] = {}  # earlier temp-file finds, by folder
             for path in self.problem_paths(METADATA):
@@ -232,11 +238,13 @@ class Tracker:
                         imagedb.remove_metadata_temp_files(name)
                         current[name] = entry_signature(self.root, kind, name) or current[name]
                         changed.add(name)
+                        tidied.add(name)
                     else:
                         self.note(Problem(f"{METADATA}{name}/{t}", "temp-file",
                                           "temporary file left by an interrupted write")
                                   for t in temps)
                 start += len(found)
+        return tidied
 
     # -- bookkeeping ------------------------------------------------------------------------
     def save_problems(self) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from snapshot import rebuilt, snapshot
+from sqlalchemy import Connection
 
 import imagestore
+from imagestore import changes
 from imagestore.daemon import running_daemon
 
 
@@ -119,8 +121,8 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
         conn.rollback()
 
 
-def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(real_root: Path,
-                                                                   index: Path) -> None:
+def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
+        real_root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     imagestore.open(real_root, index).close()
     content = real_root / "imagedb/content/sha256"
     meta = next(p for p in (real_root / "imagedb/metadata/sha256").iterdir())
@@ -137,6 +139,15 @@ def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(real_root: Pa
                          f"imagedb/metadata/sha256/{meta.name}/.tmp-parent0123": "temp-file"}
     with imagestore.open(real_root, index) as store:
         assert not any(p.exists() for p in leftovers)
+        compared: list[str] = []
+        real = changes.stored_signatures
+
+        def spy(conn: Connection, kind: str, buckets: set[str] | None) -> dict[str, int]:
+            compared.append(kind)
+            return real(conn, kind, buckets)
+
+        monkeypatch.setattr(changes, "stored_signatures", spy)
         again = store.sync()  # the cleanup left signatures that need no second look
         assert (again.added, again.removed, again.changed) == (0, 0, 0)
         assert again.problems == []
+        assert compared == []  # the tidied buckets' digests were summed again
