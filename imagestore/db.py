@@ -118,18 +118,21 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[i : i + size]
 
 
-def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]] | Sequence[
+        Sequence[Any]], columns: Sequence[str] | None = None) -> None:
     """``executemany`` straight to the driver: the cold sync inserts hundreds of thousands of
-    rows, and per-row parameter processing would cost more than SQLite's own work."""
+    rows, and per-row parameter processing would cost more than SQLite's own work. Rows are
+    dicts, or tuples in the order of ``columns`` (cheaper to bind)."""
     if not rows:
         return
-    columns = list(rows[0])
-    if conn.dialect.name == "sqlite":
-        marks = [f":{c}" for c in columns]
+    if columns is None:
+        names = list(rows[0])
+        marks = [f":{c}" if conn.dialect.name == "sqlite" else f"%({c})s" for c in names]
     else:
-        marks = [f"%({c})s" for c in columns]
+        names = list(columns)
+        marks = ["?" if conn.dialect.name == "sqlite" else "%s"] * len(names)
     conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(marks)})",
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(marks)})",
         list(rows))
 
 

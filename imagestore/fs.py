@@ -31,26 +31,6 @@ MAX_FILE_SIZE = 32 * 1024 * 1024
 StrPath = str | os.PathLike[str]
 
 
-def signature(st: os.stat_result) -> str:
-    """What tells an entry apart from its previous version without reading it: its type,
-    size, modification and change times, and inode (a rename-over gives a new inode)."""
-    return (f"{stat.S_IFMT(st.st_mode) >> 12:x}:{st.st_size}:{st.st_mtime_ns}:"
-            f"{st.st_ctime_ns}:{st.st_ino}")
-
-
-def files_signature(folder: str, names: tuple[str, ...]) -> str:
-    """One string that changes when any of the named files is added, removed or rewritten."""
-    parts = []
-    for name in names:
-        try:
-            parts.append(signature(os.lstat(f"{folder}/{name}")))
-        except FileNotFoundError:
-            parts.append("-")
-        except NotADirectoryError:
-            return "not-a-directory"
-    return "|".join(parts)
-
-
 def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE) -> bytes:
     """Read a regular file without following a symlink at its last component.
 
@@ -69,10 +49,18 @@ def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE) -> bytes:
             raise OSError(errno.EISDIR, "not a regular file", os.fspath(path))
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
-        chunks = []
-        while chunk := os.read(fd, max(st.st_size, 65536)):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        # A short read of a regular file is its end: the common case is one read call.
+        data = os.read(fd, st.st_size + 1)
+        if len(data) > st.st_size:  # it grew since fstat: read on to the end
+            chunks = [data]
+            total = len(data)
+            while total <= limit and (more := os.read(fd, 65536)):
+                chunks.append(more)
+                total += len(more)
+            data = b"".join(chunks)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
+        return data
     finally:
         os.close(fd)
 
@@ -93,9 +81,9 @@ def read_optional(path: StrPath, limit: int = 1 << 16) -> bytes | None:
             raise OSError(errno.ELOOP, "is a symlink (not followed)", os.fspath(path)) from None
         raise
     try:
+        # One call: a short read of a regular file is its end, and a read that fills the
+        # buffer is over the limit (hundreds of thousands of these make a cold sync).
         data = os.read(fd, limit + 1)
-        while data and len(data) <= limit and (more := os.read(fd, limit + 1 - len(data))):
-            data += more
     except BlockingIOError:
         data = b""
     finally:

@@ -8,6 +8,7 @@ as problems, exactly where moby logs and skips them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,17 +17,20 @@ from sqlalchemy import Connection, bindparam, delete, func, insert, select, upda
 from imagestore import changes, schema
 from imagestore.changes import Progress
 from imagestore.db import IN_BATCH, ROW_BATCH, batches, bulk_insert, bulk_load
-from imagestore.digest import PREFIX
+from imagestore.digest import PREFIX, is_hex64
 from imagestore.entries import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
 from imagestore.fs import MAX_FILE_SIZE, read_optional
 from imagestore.ingest import (
+    IMAGE_COLUMNS,
+    ROW_CHAIN,
+    ROW_ID,
     ImageRead,
     Problem,
     check_layers,
-    layer_rows,
     read_image,
     read_images,
     read_metadata,
+    unpack_ids,
 )
 from imagestore.layers import BadEntry
 from imagestore.parallel import CHUNK, chunked_map, shared_workers
@@ -35,9 +39,12 @@ from imagestore.references import BadReferences, parse_repositories
 # Configs travel back from the workers a hundred at a time: a chunk in flight holds every
 # config's bytes twice (pickled and not), and a few chunks are in flight.
 IMAGE_CHUNK = 100
+EDGE_COLUMNS = ("child_id", "parent_id")
+LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 _DEPTHS = 1 << 32  # a chain's size and depth packed in one int: size * _DEPTHS + depth
-Link = tuple[str | None, int, bool]  # a layer's parent chain, own size, and read this pass
+# A layer's parent chain, own size, and its packed IDs when read this pass (else b"").
+Link = tuple[bytes | None, int, bytes]
 
 __all__ = ["Problem", "Progress", "Root", "SyncReport", "all_problems", "ingest_image", "run",
            "set_parent_edge"]
@@ -76,9 +83,9 @@ class _Pass(changes.Tracker):
     def sync_layers(self) -> bool:
         """Update layers and mounts; True when the set of loadable layers changed.
 
-        Chains are keyed by their bare hex, one string per chain shared by parent and child
-        links, not by ``sha256:`` IDs: at 100,000 images that keeps tens of MB of copies out
-        of memory."""
+        Chains are keyed by their raw 32-byte digest, one object per chain shared by parent
+        and child links (``_key``), not by ``sha256:`` strings: at 100,000 images that keeps
+        tens of MB out of memory, and the loadable set is kept afterwards as it is."""
         changed, removed, present = self.diff(LAYERS)
         mounts_changed, mounts_removed, _ = self.diff(MOUNTS)
         if mounts_changed or mounts_removed:
@@ -87,54 +94,63 @@ class _Pass(changes.Tracker):
             return False
         t = schema.layers
         broken = {path[len(LAYERS):] for path in self.problem_paths(LAYERS)}
-        stale = changed | removed | broken
-        self.clear(LAYERS + n for n in stale)
-        names = sorted(n for n in changed | broken if n in present)
-        del changed, removed, present
-        # Only what chain sizes need stays in memory: chain -> (parent, own size, read now).
-        links: dict[str, Link] = {}
-        pool: dict[str, str] = {}
-        stored: dict[str, tuple[int, int]] = {}
+        self.clear(LAYERS + n for n in itertools.chain(changed, removed, broken))
+        pool: dict[bytes, bytes] = {}
+        # The scan's hex names are let go before the links grow (16 MB at 100,000 images).
+        keys = [_key(n, pool) for n in sorted(changed | broken) if is_hex64(n) and n in present]
+        # Only what chain sizes and new rows need stays in memory: chain -> Link.
+        links: dict[bytes, Link] = {}
+        stored: dict[bytes, tuple[int, int]] = {}
+        junk: list[str] = []  # rows no sync writes (an index edited by hand): dropped
         for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
                                           t.c.depth)):
-            chain = _bare(r.chain_id, pool)
+            try:
+                chain = _key(r.chain_id, pool)
+                parent = None if r.parent_id is None else _key(r.parent_id, pool)
+            except ValueError:
+                junk.append(r.chain_id)
+                continue
             stored[chain] = (r.size, r.depth)
-            if chain not in stale:
-                links[chain] = (r.parent_id and _bare(r.parent_id, pool), r.diff_size, False)
-        del stale
-        for done, checked in enumerate(chunked_map(check_layers, self.root.base, names)):
-            self.tell("layers", done * CHUNK + len(checked), len(names))
-            for name, parent, diff_size, problem in checked:
+            name = chain.hex()
+            if name not in changed and name not in removed and name not in broken:
+                links[chain] = (parent, r.diff_size, b"")
+        del changed, removed, present, broken
+        for done, checked in enumerate(chunked_map(check_layers, self.root.base, keys)):
+            self.tell("layers", done * CHUNK + len(checked), len(keys))
+            start = done * CHUNK
+            for chain, (parent, diff_size, ids, problem) in zip(
+                    keys[start : start + len(checked)], checked, strict=True):
                 if problem is not None:
                     self.note([problem])
                     continue
-                chain = _bare(name, pool)
-                links[chain] = (parent and _bare(parent, pool), diff_size, True)
-        del names
+                links[chain] = (parent and pool.setdefault(parent, parent), diff_size, ids)
+        del keys, pool
         valid = _resolve_layers(links, self)
-        gone = [PREFIX + c for c in stored if c not in valid or links[c][2]]
+        gone = junk + [PREFIX + c.hex() for c in stored if c not in valid or links[c][2]]
         for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
         # Folders read now are (re)inserted whole; the rest may only need new chain sizes.
-        to_write = sorted(c for c, (_, _, new) in links.items() if new and c in valid)
+        to_write = sorted(c for c, link in links.items() if link[2] and c in valid)
         with bulk_load(self.conn, [t], len(to_write)):
-            for results in chunked_map(layer_rows, self.root.base, to_write):
+            for part in batches(to_write, ROW_BATCH):
                 rows = []
-                for chain, diff_id, cache_id in results:
-                    parent, diff_size, _ = links[chain]
+                for chain in part:
+                    parent, diff_size, ids = links[chain]
+                    diff_id, cache_id = unpack_ids(ids)
                     size, depth = divmod(valid[chain], _DEPTHS)
-                    rows.append({"chain_id": PREFIX + chain, "diff_id": diff_id,
-                                 "parent_id": parent and PREFIX + parent,
-                                 "diff_size": diff_size, "size": size, "cache_id": cache_id,
-                                 "depth": depth})
-                bulk_insert(self.conn, t, rows)
+                    rows.append((PREFIX + chain.hex(), diff_id,
+                                 parent and PREFIX + parent.hex(), diff_size, size, cache_id,
+                                 depth))
+                bulk_insert(self.conn, t, rows, LAYER_COLUMNS)
+        del to_write
         for chain, packed in valid.items():
             size, depth = divmod(packed, _DEPTHS)
             if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
-                self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain)
+                self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain.hex())
                                   .values(size=size, depth=depth))
-        self._chains = {bytes.fromhex(c) for c in valid}
-        return bool(gone) or any(c not in stored for c in valid)
+        del links
+        self._chains = set(valid)
+        return bool(gone) or any(c not in stored for c in self._chains)
 
     def _sync_mounts(self) -> None:
         layerdb = self.root.layerdb
@@ -203,11 +219,10 @@ class _Pass(changes.Tracker):
                         assert result.row is not None
                         rows.append(result.row)
                         if result.parent is not None:
-                            edges.append({"child_id": result.row["id"],
-                                          "parent_id": result.parent})
+                            edges.append((result.row[ROW_ID], result.parent))
                         loaded_known += result.name in known
-                bulk_insert(self.conn, t, rows)
-                bulk_insert(self.conn, schema.parents, edges)
+                bulk_insert(self.conn, t, rows, IMAGE_COLUMNS)
+                bulk_insert(self.conn, schema.parents, edges, EDGE_COLUMNS)
                 loaded += len(rows)
         self.clear(METADATA + n for n in meta_only)
         self._refresh_metadata(sorted(meta_only))
@@ -231,14 +246,13 @@ class _Pass(changes.Tracker):
 
         An image that is not restored has only the one problem that stopped it: its metadata
         is not looked at (as in moby), so an incremental sync and a rebuild agree."""
-        row = result.row
-        if row is not None and row["chain_id"] is not None \
-                and not self.layer_exists(row["chain_id"]):
+        chain = None if result.row is None else result.row[ROW_CHAIN]
+        if chain is not None and not self.layer_exists(chain):
             self.note([Problem(CONTENT + result.name, "missing-layer",
-                               f"not restoring image: layer {row['chain_id']} does not exist")])
+                               f"not restoring image: layer {chain} does not exist")])
             return False
         self.note(result.problems)
-        return row is not None
+        return result.row is not None
 
     def _refresh_metadata(self, names: list[str]) -> None:
         """Images whose metadata alone changed: new times, flags and parent edges, batched."""
@@ -292,11 +306,11 @@ def all_problems(conn: Connection) -> list[Problem]:
     return [Problem(r.path, r.kind, r.reason) for r in conn.execute(select(p).order_by(p.c.path))]
 
 
-def _bare(chain: str, pool: dict[str, str]) -> str:
-    """A chain ID as bare hex, one string per chain in ``pool`` (a parent and its children
-    share it); unlike ``sys.intern``'s, the table goes away with the pass."""
-    key = chain[len(PREFIX):] if chain.startswith(PREFIX) else chain
-    return pool.setdefault(key, key)
+def _key(chain: str, pool: dict[bytes, bytes]) -> bytes:
+    """A chain ID (bare hex or ``sha256:``) as its raw digest, one object per chain in
+    ``pool`` (a parent and its children share it); ``ValueError`` when it is not hex."""
+    raw = bytes.fromhex(chain[len(PREFIX):] if chain.startswith(PREFIX) else chain)
+    return pool.setdefault(raw, raw)
 
 
 def _digest(chain: str) -> bytes:
@@ -306,15 +320,15 @@ def _digest(chain: str) -> bytes:
         return b""
 
 
-def _resolve_layers(links: dict[str, Link], sync: _Pass) -> dict[str, int]:
+def _resolve_layers(links: dict[bytes, Link], sync: _Pass) -> dict[bytes, int]:
     """Layers moby would load (a layer loads only if its parent does): chain -> size of the
     whole chain * ``_DEPTHS`` + depth (one int, not a tuple: 100,000s of them are alive)."""
-    out: dict[str, int] = {}
-    failed: set[str] = set()
+    out: dict[bytes, int] = {}
+    failed: set[bytes] = set()
     for start in links:
-        stack: list[str] = []
-        on_stack: set[str] = set()  # a cycle check that stays linear in a deep chain
-        cid: str | None = start
+        stack: list[bytes] = []
+        on_stack: set[bytes] = set()  # a cycle check that stays linear in a deep chain
+        cid: bytes | None = start
         while cid is not None and cid not in out and cid not in failed:
             if cid in on_stack or cid not in links:
                 break
@@ -329,9 +343,9 @@ def _resolve_layers(links: dict[str, Link], sync: _Pass) -> dict[str, int]:
                 out[c] = below + diff_size * _DEPTHS + 1
             else:
                 failed.add(c)
-                sync.note([Problem(LAYERS + c, "bad-layer",
-                                   f"layer not loaded: parent {PREFIX}{parent} cannot be "
-                                   f"loaded")])
+                sync.note([Problem(LAYERS + c.hex(), "bad-layer",
+                                   f"layer not loaded: parent {PREFIX}{parent and parent.hex()} "
+                                   f"cannot be loaded")])
     return out
 
 
@@ -350,7 +364,7 @@ def ingest_image(conn: Connection, root: Root, image_id: str) -> Problem | None:
     result = read_image(root.base, name)
     if one._accept(result):
         assert result.row is not None
-        conn.execute(insert(schema.images), [result.row])
+        conn.execute(insert(schema.images), [dict(zip(IMAGE_COLUMNS, result.row, strict=True))])
         set_parent_edge(conn, image_id, result.parent)
     one.save_problems()
     changes.record(conn, root, [CONTENT + name, METADATA + name])
