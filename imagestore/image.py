@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property, lru_cache
@@ -74,17 +75,26 @@ def _string_map(value: Any, path: str) -> None:
         _fail(path, value, "map[string]string")
 
 
+class _Unordered(Exception):
+    """Two spellings of one field in an object decoded without its key order kept."""
+
+
+# True while checking a document from the plain decode, whose objects keep a duplicated key
+# at its first position (not its last): there, two spellings of one field cannot be ordered.
+_UNORDERED: ContextVar[bool] = ContextVar("unordered", default=False)
+
+
 def _fold(obj: JSONObject, exact: dict[str, Spec], lowered: dict[str, str]) -> JSONObject:
     """Map keys to known field names as Go does (exact, else case-insensitive; in document
     order, so the last of two spellings wins); unknown keys are dropped."""
     out: JSONObject = {}
     for key, value in obj.items():
-        if key in exact:
-            out[key] = value
-        else:
-            name = lowered.get(_go_fold(key))
-            if name is not None:
-                out[name] = value
+        name = key if key in exact else lowered.get(_go_fold(key))
+        if name is None:
+            continue
+        if name in out and _UNORDERED.get():
+            raise _Unordered
+        out[name] = value
     return out
 
 
@@ -95,13 +105,17 @@ def _lowered(spec: dict[str, Spec]) -> dict[str, str]:
 def _struct(fields: dict[str, Spec]) -> Check:
     """A check for a Go struct: fold keys like Go, check the known ones, ignore the rest."""
     lowered = _lowered(fields)
+    names = fields.keys()
 
     def check(value: Any, path: str) -> None:
         if value is None:
             return
         if type(value) is not dict:
             _fail(path, value, "object")
-        for key, item in _fold(value, fields, lowered).items():
+        # The common case, every key a field's exact name, needs no folding.
+        items = value.items() if value.keys() <= names else \
+            _fold(value, fields, lowered).items()
+        for key, item in items:
             if item is None:
                 continue
             spec = fields[key]
@@ -201,9 +215,24 @@ def parse_config(raw: bytes) -> JSONObject:
     """Decode and validate config bytes; returns the known fields under their canonical names.
 
     Raises ``InvalidImageConfig`` exactly where moby's ``NewFromJSON`` returns an error.
+    A plain decode comes first (a cold sync parses every config, and an ``object_pairs_hook``
+    costs more than the decode itself). Where it cannot settle the answer (two spellings of a
+    field in one object, any error) the order-keeping decode below decides, error message
+    included.
     """
+    text = raw.decode("utf-8", errors="replace")
+    token = _UNORDERED.set(True)
     try:
-        text = raw.decode("utf-8", errors="replace")
+        return _checked(json.loads(text, parse_constant=_reject_constant))
+    except (ValueError, _Unordered, RecursionError):  # InvalidImageConfig is a ValueError
+        pass
+    finally:
+        _UNORDERED.reset(token)
+    return _parse_ordered(text)
+
+
+def _parse_ordered(text: str) -> JSONObject:
+    try:
         doc = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
     except InvalidImageConfig:
         raise
@@ -211,14 +240,18 @@ def parse_config(raw: bytes) -> JSONObject:
         raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
     except ValueError as exc:
         raise InvalidImageConfig(f"invalid image JSON: {exc}") from None
+    try:
+        return _checked(doc)
+    except RecursionError:
+        raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
+
+
+def _checked(doc: Any) -> JSONObject:
     if doc is not None and not isinstance(doc, dict):
         raise InvalidImageConfig(
             f"json: cannot unmarshal {type(doc).__name__} into Go value of type image.Image"
         )
-    try:
-        _IMAGE(doc, "Image")
-    except RecursionError:
-        raise InvalidImageConfig("invalid image JSON: nesting too deep") from None
+    _IMAGE(doc, "Image")
     fields = _fold(doc or {}, _IMAGE_SPEC, _IMAGE_LOWER)
     if fields.get("rootfs") is None:
         raise InvalidImageConfig("invalid image JSON, no RootFS key")

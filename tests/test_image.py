@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagestore import Image, InvalidImageConfig
+from imagestore import image as image_module
 from imagestore.digest import digest_of
 from imagestore.image import _parse_time, check_history, format_time, parse_config, parse_time
 
@@ -440,3 +441,53 @@ _TIME_CHARS = "0123456789-:.TtZz+ ٣x"
 def test_the_fast_path_of_parse_time_answers_as_the_full_parser(text: str) -> None:
     """Docker's own form skips the regex; it must accept and read exactly what it accepts."""
     assert _outcome(parse_time, text) == _outcome(_parse_time, text)
+
+
+# Documents a plain decode may get wrong if unguarded: duplicated keys, several spellings of
+# one field (nested too), huge numbers, NaN, lone surrogates; mostly valid, so that both
+# decodes get as far as comparing fields.
+def _obj(pairs: list[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in pairs) + "}"
+
+
+def _pairs_of(*choices: tuple[list[str], list[str]]) -> st.SearchStrategy[list[tuple[str, str]]]:
+    one = st.one_of(*(st.tuples(st.sampled_from(keys), st.sampled_from(values))
+                      for keys, values in choices))
+    return st.lists(one, max_size=6)
+
+
+_HUGE = ["18446744073709551617", "123456789012345678901234", "1e400", "NaN", '"\\ud800"']
+_HISTORY = _pairs_of((["created_by", "Created_By", "CREATED_BY"], ['"x"', '"y"', "null", "1"]),
+                     (["empty_layer", "Empty_Layer"], ["true", "false", "null"]))
+_CONFIG = _pairs_of(
+    (["Env", "env", "ENV"], ['["A=1"]', '["B=2"]', "null", '"A"']),
+    (["Cmd", "cmd"], ['"sh"', '["sh", "-c"]', "null"]),
+    (["ExposedPorts"], ['{"80/tcp": {}}', *(f'{{"80/tcp": {{"x": {h}}}}}' for h in _HUGE)]),
+    (["Labels"], ['{"a": "b", "a": "c"}', '{"a": 1}']))
+_ROOTFS = f'{{"type": "layers", "diff_ids": ["{DIFF}"]}}'
+_TOP = st.tuples(
+    _pairs_of((["comment", "Comment", "COMMENT"], ['"a"', '"b"', "null", "1"]),
+              (["os", "OS", "o\u0053"], ['"linux"', '"windows"']),
+              (["rootfs", "RootFS", "rootf\u017f"], [_ROOTFS, "null", '{"type": "x"}']),
+              (["unknown"], _HUGE)),
+    st.lists(_HISTORY.map(_obj), max_size=3).map(lambda h: "[" + ", ".join(h) + "]"),
+    _CONFIG.map(_obj),
+    st.permutations(range(3)),
+).map(lambda t: _obj([("rootfs", _ROOTFS), *t[0],
+                      *[[("history", t[1]), ("config", t[2]), ("Config", t[2])][i]
+                        for i in t[3][:2]]]))
+
+
+@settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])
+@given(_TOP)
+def test_the_plain_decode_answers_as_the_order_keeping_one(text: str) -> None:
+    """parse_config tries a plain decode first; whatever it returns or raises must be exactly
+    what the order-keeping decode (the Go-parity reference) gives, error message included."""
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse()
+        except InvalidImageConfig as exc:
+            return ("invalid", str(exc))
+
+    assert outcome(lambda: parse_config(text.encode())) == \
+        outcome(lambda: image_module._parse_ordered(text))
