@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from sqlalchemy import Connection
 import imagestore
 from imagestore import changes
 from imagestore.daemon import running_daemon
+from imagestore.dialects import sqlite as sqlite_dialect
 
 
 def test_corrupt_index_is_rebuilt_with_a_warning(real_root: Path, index: Path,
@@ -119,6 +121,24 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
                                     (image_id,)).scalar()
         assert left == 0
         conn.rollback()
+
+
+def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """Wide config rows share 16 KB pages; an index made with other pages still works."""
+    with imagestore.open(real_root, tmp_path / "new.sqlite") as store, \
+            store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == sqlite_dialect.PAGE_SIZE \
+            == 16384
+        want = len(store)
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as raw:
+        raw.execute("PRAGMA page_size = 4096")
+        raw.execute("VACUUM")
+    old.chmod(0o600)
+    with imagestore.open(real_root, old) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        assert len(store) == want > 0
 
 
 def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
