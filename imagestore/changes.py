@@ -33,6 +33,7 @@ from imagestore.entries import (
     folder_signature,
     metadata_temp_files,
     scan,
+    start_scan,
 )
 from imagestore.ingest import Problem
 from imagestore.parallel import chunked_map
@@ -134,6 +135,7 @@ class Tracker:
         self.old_problems: dict[str, str] = dict(conn.execute(
             select(schema.problems.c.path, schema.problems.c.kind)).all())
         self.cleared: set[str] = set()
+        self._started: dict[str, Callable[[], Scan]] = {}
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -151,6 +153,11 @@ class Tracker:
     def problem_paths(self, kind: str) -> set[str]:
         return {p for p in self.old_problems if p.startswith(kind)}
 
+    def start(self, kind: str) -> None:
+        """Have the workers stat one kind's entries now, while this process does other work;
+        ``diff`` collects the scan."""
+        self._started[kind] = start_scan(self.root, kind)
+
     def diff(self, kind: str) -> tuple[set[str], set[str], Scan]:
         """(changed or new names, removed names, what is on disk) of one kind; the new
         signatures are written at once (same transaction).
@@ -159,7 +166,8 @@ class Tracker:
         either moves the signature of their parent folder: while that stays put they are
         not even listed."""
         if kind != LAYERS:
-            return self._diff(kind, scan(self.root, kind))
+            started = self._started.pop(kind, None)
+            return self._diff(kind, started() if started else scan(self.root, kind))
         key = "folder-signature:" + kind
         sig = folder_signature(self.root, kind, time.time_ns())
         s = schema.settings

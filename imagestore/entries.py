@@ -24,7 +24,7 @@ from imagestore.digest import is_hex64, is_text, printable
 from imagestore.errors import ImageStoreError
 from imagestore.fs import METADATA_KEYS, TEMP_PREFIX, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
-from imagestore.parallel import chunked_map
+from imagestore.parallel import started_map
 
 CONTENT = "imagedb/content/sha256/"
 METADATA = "imagedb/metadata/sha256/"
@@ -223,21 +223,26 @@ def scan(root: Root, kind: str) -> Scan:
     (``layer_folders``). A large root is stat-ed by worker processes. ``sync --full``
     re-reads everything regardless.
     """
+    return start_scan(root, kind)()
+
+
+def start_scan(root: Root, kind: str) -> Callable[[], Scan]:
+    """``scan``, with the stat-ing handed to the workers now; call the result for the Scan."""
     if kind == LAYERS:
         listed = layer_folders(root.base)
         found = sorted(listed)
         sigs = [listed[n] for n in found]
         parts: Iterable[tuple[list[int | None], Digests]] = [
             (sigs, digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None))]
-        return _collect(found, parts, [])
+        return functools.partial(_collect, found, parts, [])
     found = sorted(names(root, kind))
     not_text: list[str] = []
     if kind in (CONTENT, MOUNTS):  # elsewhere only hex names are entries (_signature_at)
         not_text = [printable(n) for n in found if not is_text(n)]
         if not_text:
             found = [n for n in found if is_text(n)]
-    return _collect(found, chunked_map(functools.partial(signatures, kind), root.base, found),
-                    not_text)
+    started = started_map(functools.partial(signatures, kind), root.base, found)
+    return functools.partial(_collect, found, started, not_text)
 
 
 def _collect(found: list[str], parts: Iterable[tuple[list[int | None], Digests]],

@@ -31,14 +31,34 @@ MAX_FILE_SIZE = 32 * 1024 * 1024
 StrPath = str | os.PathLike[str]
 
 
-def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE) -> bytes:
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def opened_folder(path: StrPath) -> Iterator[int | None]:
+    """A folder's descriptor for ``dir_fd``-relative reads (a short path to resolve instead of
+    the whole one, hundreds of thousands of times in a cold sync); ``None`` when it cannot be
+    opened, and readers then use whole paths as before."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE, *, dir_fd: int | None = None
+                 ) -> bytes:
     """Read a regular file without following a symlink at its last component.
 
     Raises ``FileNotFoundError`` when absent and ``OSError`` (with a clear message) when the
     entry is a symlink, a directory or another non-regular file, or larger than ``limit``.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, _READ, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "is a symlink (not followed)", os.fspath(path)) from None
@@ -65,7 +85,8 @@ def read_regular(path: StrPath, limit: int = MAX_FILE_SIZE) -> bytes:
         os.close(fd)
 
 
-def read_optional(path: StrPath, limit: int = 1 << 16) -> bytes | None:
+def read_optional(path: StrPath, limit: int = 1 << 16, *, dir_fd: int | None = None
+                  ) -> bytes | None:
     """A metadata-sized file's bytes, ``None`` when it does not exist.
 
     The hot path of a cold sync (hundreds of thousands of tiny files): no ``fstat``, reads
@@ -73,7 +94,7 @@ def read_optional(path: StrPath, limit: int = 1 << 16) -> bytes | None:
     directory or anything longer than ``limit``.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, _READ, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:

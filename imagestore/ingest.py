@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from imagestore.digest import PREFIX, chain_id, digest_of, is_hex64, is_image_id
 from imagestore.entries import CONTENT, LAYERS, METADATA
 from imagestore.errors import InvalidImageConfig
-from imagestore.fs import TEMP_PREFIX, read_optional, read_regular
+from imagestore.fs import TEMP_PREFIX, opened_folder, read_optional, read_regular
 from imagestore.image import parse_config, parse_time
 from imagestore.layers import BadEntry, LayerDB
 
@@ -48,20 +48,21 @@ class ImageRead(NamedTuple):
     problems: list[Problem]
 
 
-def read_metadata(base: str, name: str,
-                  exists: bool = True) -> tuple[dict[str, Any], list[Problem]]:
+def read_metadata(base: str, name: str, exists: bool = True, *,
+                  dir_fd: int | None = None) -> tuple[dict[str, Any], list[Problem]]:
     """``parent``, ``lastUpdated`` and ``builtLocally`` of one image (``exists=False``: the
-    caller knows it has no metadata folder, so nothing is opened)."""
+    caller knows it has no metadata folder, so nothing is opened; ``dir_fd``: the metadata
+    folder is open)."""
     path = METADATA + name
-    folder = f"{base}/{path}/"
+    folder = f"{name}/" if dir_fd is not None else f"{base}/{path}/"
     out: dict[str, Any] = {"parent": None, "last_updated": None, "built_locally": False}
     problems: list[Problem] = []
     if not exists:
         return out, problems
     try:
-        parent = read_optional(folder + "parent")
-        last = read_optional(folder + "lastUpdated")
-        built = read_optional(folder + "builtLocally")
+        parent = read_optional(folder + "parent", dir_fd=dir_fd)
+        last = read_optional(folder + "lastUpdated", dir_fd=dir_fd)
+        built = read_optional(folder + "builtLocally", dir_fd=dir_fd)
     except OSError as exc:
         return out, [Problem(path, "bad-metadata", f"metadata unreadable: {exc.strerror or exc}")]
     if parent is not None:
@@ -83,9 +84,11 @@ def read_metadata(base: str, name: str,
     return out, problems
 
 
-def read_image(base: str, name: str, has_metadata: bool = True) -> ImageRead:
+def read_image(base: str, name: str, has_metadata: bool = True,
+               fds: tuple[int | None, int | None] = (None, None)) -> ImageRead:
     """Read, verify and parse one content file, with its metadata (moby's restore checks,
-    except the layer's existence, which the caller knows)."""
+    except the layer's existence, which the caller knows). ``fds``: the content and metadata
+    folders, when open."""
     path = CONTENT + name
     if name.startswith(TEMP_PREFIX):
         return ImageRead(name, None, None, [
@@ -95,7 +98,8 @@ def read_image(base: str, name: str, has_metadata: bool = True) -> ImageRead:
             Problem(path, "invalid-name", "name is not 64 lowercase hex digits; skipped")])
     image_id = PREFIX + name
     try:
-        raw = read_regular(f"{base}/{path}")
+        raw = read_regular(name, dir_fd=fds[0]) if fds[0] is not None \
+            else read_regular(f"{base}/{path}")
     except FileNotFoundError:
         return ImageRead(name, None, None, [])
     except OSError as exc:
@@ -109,7 +113,7 @@ def read_image(base: str, name: str, has_metadata: bool = True) -> ImageRead:
     except InvalidImageConfig as exc:
         return ImageRead(name, None, None, [
             Problem(path, "invalid-config", f"invalid image: {exc}")])
-    meta, problems = read_metadata(base, name, has_metadata)
+    meta, problems = read_metadata(base, name, has_metadata, dir_fd=fds[1])
 
     def text(key: str) -> str:
         value = fields.get(key)
@@ -126,7 +130,10 @@ def read_image(base: str, name: str, has_metadata: bool = True) -> ImageRead:
 
 def read_images(base: str, items: Sequence[tuple[str, bool]]) -> list[ImageRead]:
     """(name, has a metadata folder) pairs; module-level, so worker processes can run it."""
-    return [read_image(base, name, has_metadata) for name, has_metadata in items]
+    with opened_folder(base + "/" + CONTENT) as content, \
+            opened_folder(base + "/" + METADATA) as metadata:
+        return [read_image(base, name, has_metadata, (content, metadata))
+                for name, has_metadata in items]
 
 
 LayerCheck = tuple[bytes | None, int, bytes, Problem | None]
@@ -137,18 +144,18 @@ def check_layers(base: str, chains: Sequence[bytes]) -> list[LayerCheck]:
     (parent chain, own size, packed IDs, problem) of each, in order. Each folder is read
     once; what a row needs travels compactly, as it waits in memory until every chain's size
     is known."""
-    layerdb = LayerDB(Path(base) / "layerdb")
     out: list[LayerCheck] = []
-    for chain in chains:
-        name = chain.hex()
-        try:
-            layer = layerdb.read_layer(name)
-        except BadEntry as exc:
-            out.append((None, 0, b"", Problem(LAYERS + name, "bad-layer",
-                                              f"layer not loaded: {exc}")))
-            continue
-        parent = None if layer.parent is None else bytes.fromhex(layer.parent[len(PREFIX):])
-        out.append((parent, layer.size, pack_ids(layer.diff_id, layer.cache_id), None))
+    with LayerDB(Path(base) / "layerdb").reading() as layerdb:
+        for chain in chains:
+            name = chain.hex()
+            try:
+                layer = layerdb.read_layer(name)
+            except BadEntry as exc:
+                out.append((None, 0, b"", Problem(LAYERS + name, "bad-layer",
+                                                  f"layer not loaded: {exc}")))
+                continue
+            parent = None if layer.parent is None else bytes.fromhex(layer.parent[len(PREFIX):])
+            out.append((parent, layer.size, pack_ids(layer.diff_id, layer.cache_id), None))
     return out
 
 

@@ -75,6 +75,30 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
     yield from _in_flight(shared.pool, fn, base, chunks, workers)
 
 
+def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
+                chunk: int = CHUNK) -> Iterator[R]:
+    """``chunked_map`` with every chunk handed to the workers at once, to be collected later:
+    they work while the caller does something else. Only for small results (nothing bounds
+    what waits); in-process, the work is done as the results are read."""
+    shared = _SHARED.get()
+    if len(names) < PARALLEL_MIN or _workers() < 2 or shared is None:
+        return chunked_map(fn, base, names, chunk=chunk)
+    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
+    if shared.pool is None:
+        shared.pool = ProcessPoolExecutor(max_workers=_workers(), mp_context=_context())
+    futures = [shared.pool.submit(fn, base, part) for part in chunks]
+    return _results(futures)
+
+
+def _results(futures: list[Future[R]]) -> Iterator[R]:
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def _in_flight(pool: Executor, fn: Callable[[str, Sequence[T]], R], base: str,
                chunks: list[Sequence[T]], workers: int) -> Iterator[R]:
     # A bounded window of chunks in flight keeps memory flat while the caller writes.

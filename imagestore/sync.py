@@ -126,6 +126,9 @@ class _Pass(changes.Tracker):
                 links[chain] = (parent and pool.setdefault(parent, parent), diff_size, ids)
         del keys, pool
         valid = _resolve_layers(links, self)
+        # The workers stat the images' entries while this process writes the layers.
+        self.start(CONTENT)
+        self.start(METADATA)
         gone = junk + [PREFIX + c.hex() for c in stored if c not in valid or links[c][2]]
         for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -85,7 +86,7 @@ def fresh_view(root: Path, index: Path) -> tuple[dict[str, Any], dict[str, str]]
 
 
 # -- nothing changed -------------------------------------------------------------------------
-_AUDIT: dict[str, Any] = {"root": None, "installed": False, "events": []}
+_AUDIT: dict[str, Any] = {"root": None, "installed": False, "events": [], "folders": []}
 _SPAWN_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "subprocess.Popen")
 
 
@@ -95,12 +96,31 @@ def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
         return
     if event == "open" and len(args) >= 3:
         path, _mode, flags = args[:3]
-        if isinstance(path, (str, bytes, os.PathLike)) and not (flags or 0) & os.O_DIRECTORY:
-            full = os.path.abspath(os.fsdecode(path))
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return
+        text = os.fsdecode(path)
+        if (flags or 0) & os.O_DIRECTORY:
+            # Readers open a folder, then many files relative to it (dir_fd), which the
+            # event does not name: such a name is placed in the folder that holds it.
+            full = os.path.abspath(text)
             if full.startswith(root):
-                _AUDIT["events"].append(("open", full))
+                _AUDIT["folders"].insert(0, full)
+            return
+        full = os.path.abspath(text)
+        if not os.path.isabs(text) and _AUDIT["folders"]:
+            held = [f for f in _AUDIT["folders"] if _is_file(os.path.join(f, text))]
+            full = os.path.join((held or _AUDIT["folders"])[0], text)
+        if full.startswith(root):
+            _AUDIT["events"].append(("open", full))
     elif event in _SPAWN_EVENTS:
         _AUDIT["events"].append((event, ""))
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -115,6 +135,7 @@ def file_reads_under(root: Path) -> Iterator[list[tuple[str, str]]]:
         _AUDIT["installed"] = True
     events: list[tuple[str, str]] = []
     _AUDIT["events"] = events
+    _AUDIT["folders"] = []
     _AUDIT["root"] = str(root.resolve()) + os.sep
     try:
         yield events
