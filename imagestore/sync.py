@@ -126,9 +126,6 @@ class _Pass(changes.Tracker):
                 links[chain] = (parent and pool.setdefault(parent, parent), diff_size, ids)
         del keys, pool
         valid = _resolve_layers(links, self)
-        # The workers stat the images' entries while this process writes the layers.
-        self.start(CONTENT)
-        self.start(METADATA)
         gone = junk + [PREFIX + c.hex() for c in stored if c not in valid or links[c][2]]
         for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
@@ -145,14 +142,19 @@ class _Pass(changes.Tracker):
                                  parent and PREFIX + parent.hex(), diff_size, size, cache_id,
                                  depth))
                 bulk_insert(self.conn, t, rows, LAYER_COLUMNS)
-        del to_write
-        for chain, packed in valid.items():
-            size, depth = divmod(packed, _DEPTHS)
-            if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
-                self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain.hex())
-                                  .values(size=size, depth=depth))
-        del links
-        self._chains = set(valid)
+            del to_write
+            for chain, packed in valid.items():
+                size, depth = divmod(packed, _DEPTHS)
+                if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
+                    self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain.hex())
+                                      .values(size=size, depth=depth))
+            del links
+            self._chains = set(valid)
+            del valid
+            # The workers stat the images' entries while this process builds the indexes (the
+            # layers' memory is let go first: the two together would be the pass's peak).
+            self.start(CONTENT)
+            self.start(METADATA)
         return bool(gone) or any(c not in stored for c in self._chains)
 
     def _sync_mounts(self) -> None:
