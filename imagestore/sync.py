@@ -36,9 +36,10 @@ from imagestore.layers import BadEntry
 from imagestore.parallel import CHUNK, chunked_map, shared_workers
 from imagestore.references import BadReferences, parse_repositories
 
-# Configs travel back from the workers a hundred at a time: a chunk in flight holds every
-# config's bytes twice (pickled and not), and a few chunks are in flight.
-IMAGE_CHUNK = 100
+# Configs travel back from the workers 250 at a time: a chunk in flight holds every config's
+# bytes twice (pickled and not), and a few chunks are in flight; smaller chunks cost more in
+# hand-offs than they save in memory (100: +0.5 s on a cold sync of 100,000, 500: +6 MB).
+IMAGE_CHUNK = 250
 EDGE_COLUMNS = ("child_id", "parent_id")
 LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
