@@ -438,6 +438,26 @@ def test_changed_repositories_json(real_root: Path, open_store: OpenStore) -> No
 
 
 # -- broken entries --------------------------------------------------------------------------
+def test_layer_rows_no_sync_could_write_are_dropped(empty_root: Path,
+                                                   open_store: OpenStore) -> None:
+    """An index edited by hand (a chain ID that is not hex) neither stops a sync nor stays."""
+    root = empty_root
+    a, b = diff("a"), diff("b")
+    make_layers(root, [a])
+    image = write_content(root, config("on a", [a]))
+    store = open_store(root)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO layers (chain_id, diff_id, parent_id, diff_size, size, cache_id, depth)"
+            " VALUES ('sha256:not-hex', ?, NULL, 1, 1, 'c', 1)", (a,))
+    make_layers(root, [a, b])  # the layers moved: the next sync reads them
+    store.sync()
+    with store.engine.connect() as conn:
+        chains = sorted(r[0] for r in conn.exec_driver_sql("SELECT chain_id FROM layers"))
+    assert chains == sorted(chain_ids([a, b]))
+    assert list(store.map()) == [image]
+
+
 def test_broken_entries_are_skipped_and_listed(empty_root: Path, open_store: OpenStore,
                                                tmp_path: Path) -> None:
     root = empty_root
