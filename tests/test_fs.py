@@ -12,7 +12,7 @@ import pytest
 import imagestore
 from imagestore import DigestMismatch, ImageNotFound, ImageStoreError
 from imagestore.digest import digest_of
-from imagestore.fs import ImageDB, atomic_write, read_regular
+from imagestore.fs import ImageDB, atomic_write, opened_folder, read_optional, read_regular
 
 FOO = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 BAR = "sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9"
@@ -327,3 +327,40 @@ def test_read_regular_refuses_directories_and_fifos(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         read_regular(tmp_path / "big", limit=99)
     assert read_regular(tmp_path / "big", limit=100) == b"x" * 100
+
+
+def test_read_regular_reads_past_a_stale_size_and_still_limits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read call covers a file whose size fstat gave; a file that grew since is read to
+    its end, and the size limit still holds."""
+    path = tmp_path / "grew"
+    data = os.urandom(200_000)
+    path.write_bytes(data)
+    real_fstat = os.fstat
+
+    def stale(fd: int) -> os.stat_result:  # the size before the file grew
+        st = list(real_fstat(fd))
+        st[stat.ST_SIZE] = 10
+        return os.stat_result(st)
+
+    monkeypatch.setattr(os, "fstat", stale)
+    assert read_regular(path) == data
+    with pytest.raises(OSError, match="larger than 100000 bytes"):
+        read_regular(path, limit=100_000)
+    monkeypatch.undo()
+    assert read_regular(path) == data
+    with pytest.raises(OSError, match="larger than 199999 bytes"):
+        read_regular(path, limit=199_999)
+
+
+def test_read_optional_limits_and_reads_relative_to_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "small").write_bytes(b"x" * 10)
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    with opened_folder(tmp_path) as fd:
+        assert fd is not None
+        assert read_optional("small", limit=10, dir_fd=fd) == b"x" * 10
+        assert read_optional("absent", dir_fd=fd) is None
+        with pytest.raises(OSError, match="larger than 99 bytes"):
+            read_optional("big", limit=99, dir_fd=fd)
+    with opened_folder(tmp_path / "absent") as fd:
+        assert fd is None

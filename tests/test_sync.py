@@ -25,6 +25,7 @@ import imagestore
 from imagestore import ImageNotFound, changes
 from imagestore import entries as entries_module
 from imagestore.digest import chain_ids, digest_of
+from imagestore.ingest import pack_ids, unpack_ids
 
 OpenStore = Callable[..., imagestore.Store]
 CONTENT = "imagedb/content/sha256/"
@@ -435,6 +436,27 @@ def test_changed_repositories_json(real_root: Path, open_store: OpenStore) -> No
     assert store.references(target) == []
     with pytest.raises(ImageNotFound):
         store.resolve("web:1.0")
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([f"sha256:{'a' * 64}", f"sha256:{'0123456789abcdef' * 4}"]),
+       st.one_of(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+                 st.text(min_size=1).filter(str.strip)))
+def test_layer_ids_pack_and_unpack_exactly(diff_id: str, cache_id: str) -> None:
+    """Cold syncs keep a layer's IDs packed until its row is written; hex cache IDs (every
+    driver's) as raw bytes, any other text as it is."""
+    assert unpack_ids(pack_ids(diff_id, cache_id)) == (diff_id, cache_id)
+
+
+def test_a_cache_id_that_is_not_hex_is_stored_as_written(empty_root: Path,
+                                                          open_store: OpenStore) -> None:
+    a = diff("a")
+    (chain,) = make_layers(empty_root, [a])
+    (empty_root / "layerdb" / "sha256" / hex_(chain) / "cache-id").write_text(" Ünï-CODE \n")
+    store = open_store(empty_root)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT chain_id, diff_id, cache_id FROM layers").all()
+    assert [tuple(r) for r in rows] == [(chain, a, "Ünï-CODE")]
 
 
 # -- broken entries --------------------------------------------------------------------------
