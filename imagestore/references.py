@@ -70,3 +70,20 @@ def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
             name, tag, digest = split_reference(ref)
             refs.append(Reference(ref, name, tag, digest, image_id))
     return refs, problems
+
+
+def without_image(raw: bytes, image_id: str) -> tuple[bytes, list[str]]:
+    """``repositories.json`` with every reference to ``image_id`` taken out (a repository left
+    empty goes too), and the references removed; ``BadReferences`` when it cannot be read."""
+    try:
+        doc = json.loads(raw)
+        repos = doc["Repositories"]
+        removed = sorted(ref for entries in repos.values() for ref, target in entries.items()
+                         if target == image_id)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise BadReferences("not a readable reference store") from None
+    for name in list(repos):
+        repos[name] = {r: i for r, i in repos[name].items() if i != image_id}
+        if not repos[name]:
+            del repos[name]
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), removed

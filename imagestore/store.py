@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ from imagestore.fastread import FastReader
 from imagestore.fs import MAX_FILE_SIZE, ImageDB, atomic_write, read_optional
 from imagestore.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.layers import LayerMetadata
-from imagestore.references import normalize_reference
+from imagestore.references import BadReferences, normalize_reference, without_image
 from imagestore.sync import (
     Progress,
     SyncReport,
@@ -384,19 +383,12 @@ class Store:
             if raw is None:
                 return []
             try:
-                doc = json.loads(raw)
-                repos = doc["Repositories"]
-                removed = sorted(ref for entries in repos.values() for ref, target in
-                                 entries.items() if target == image_id)
-            except (ValueError, KeyError, TypeError, AttributeError):
+                rewritten, removed = without_image(raw, image_id)
+            except BadReferences:
                 raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
             if not removed:
                 return []
-            for name in list(repos):
-                repos[name] = {r: i for r, i in repos[name].items() if i != image_id}
-                if not repos[name]:
-                    del repos[name]
-            atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+            atomic_write(path, rewritten)
             tt = schema.tags
             conn.execute(delete(tt).where(tt.c.image_id == image_id))
             changes.record(conn, self.root, [REPOSITORIES])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -652,3 +653,22 @@ def test_fetch_reads_one_snapshot_through_the_plain_reader(real_root: Path, inde
             assert fast == [[tuple(r) for r in conn.execute(q)] for q in queries]
         assert [r[0] for r in fast[0]] == ids
         assert store.fast.connection() is not None  # the plain reader answered
+
+
+def test_untag_rewrites_references_and_refuses_a_corrupt_file(real_root: Path,
+                                                               open_store: OpenStore) -> None:
+    store = open_store(real_root)
+    target = store.resolve("web:1.0")
+    refs = store.references(target)
+    assert "web:1.0" in refs
+    assert store.untag(target) == refs
+    assert store.references(target) == []
+    doc = json.loads((real_root / "repositories.json").read_bytes())
+    assert target not in {i for entries in doc["Repositories"].values() for i in entries.values()}
+    assert all(doc["Repositories"].values())  # a repository left empty is gone
+    other = store.resolve(next(r for e in doc["Repositories"].values() for r in e))
+    corrupt = b'{"Repositories": ["not", "an", "object"]}'
+    (real_root / "repositories.json").write_bytes(corrupt)
+    with pytest.raises(ImageStoreError, match="is corrupt; not rewriting it"):
+        store.untag(other)
+    assert (real_root / "repositories.json").read_bytes() == corrupt
