@@ -128,12 +128,12 @@ def read_image(base: str, name: str, has_metadata: bool = True,
     return ImageRead(name, row, meta["parent"], problems)
 
 
-def read_images(base: str, items: Sequence[tuple[str, bool]]) -> list[ImageRead]:
-    """(name, has a metadata folder) pairs; module-level, so worker processes can run it."""
+def read_images(base: str, names: Sequence[str], *, has_metadata: bool) -> list[ImageRead]:
+    """Images that all have a metadata folder, or all have none; module-level, so worker
+    processes can run it."""
     with opened_folder(base + "/" + CONTENT) as content, \
             opened_folder(base + "/" + METADATA) as metadata:
-        return [read_image(base, name, has_metadata, (content, metadata))
-                for name, has_metadata in items]
+        return [read_image(base, name, has_metadata, (content, metadata)) for name in names]
 
 
 LayerCheck = tuple[bytes | None, int, bytes, Problem | None]
