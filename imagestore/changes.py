@@ -9,6 +9,7 @@ whose digest moved is compared entry by entry. A cold sync of 100,000 images wri
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -87,15 +88,27 @@ def save(conn: Connection, kind: str, now: dict[str, int], digests: Digests,
     b = schema.entry_buckets
     for chunk in batches(sorted(kind + k for k in replaced), IN_BATCH):
         conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
-    grouped: dict[str, dict[str, int]] = {}
-    for name, sig in now.items():
-        grouped.setdefault(bucket(name), {})[name] = sig
-    # Written a slice at a time: a cold sync's 12,000 JSON objects need not all be alive.
-    keys = sorted(grouped)
-    for part in batches(keys, IN_BATCH):
-        bulk_insert(conn, b, [{"prefix": kind + k, "digest": digests[k][0],
-                               "entries": len(grouped[k]), "signatures": _dump(grouped[k])}
-                              for k in part])
+    # One bucket at a time, from the names in order: a cold sync's 12,000 objects need not
+    # all be alive at once (``now`` comes from a sorted scan; anything else is sorted here).
+    names = list(now) if _ascending(now) else sorted(now)
+    rows: list[dict[str, Any]] = []
+    for key, group in itertools.groupby(names, key=bucket):
+        sigs = {n: now[n] for n in group}
+        rows.append({"prefix": kind + key, "digest": digests[key][0], "entries": len(sigs),
+                     "signatures": _dump(sigs)})
+        if len(rows) == IN_BATCH:
+            bulk_insert(conn, b, rows)
+            rows = []
+    bulk_insert(conn, b, rows)
+
+
+def _ascending(names: Iterable[str]) -> bool:
+    previous = ""
+    for name in names:
+        if name < previous:
+            return False
+        previous = name
+    return True
 
 
 def record(conn: Connection, root: Root, paths: Iterable[str]) -> None:
