@@ -17,6 +17,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+MMAP_SIZE = 1 << 30
+
 
 class FastReader:
     """One read-only sqlite3 connection per thread on an index file."""
@@ -36,6 +38,9 @@ class FastReader:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             conn.execute("PRAGMA query_only = ON")
+            # Pages read through a memory map instead of copied into a small cache: ``ls``
+            # of 100,000 images visits most of the index (0.55 -> 0.35 s).
+            conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
             self._local.conn = conn
             self._conns.append(conn)
         return conn

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from snapshot import rebuilt, snapshot
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 import imagestore
-from imagestore import changes
+from imagestore import changes, schema
 from imagestore.daemon import running_daemon
 from imagestore.dialects import sqlite as sqlite_dialect
 
@@ -121,6 +121,17 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
                                     (image_id,)).scalar()
         assert left == 0
         conn.rollback()
+
+
+def test_fast_reads_are_read_only_and_memory_mapped(real_root: Path, index: Path) -> None:
+    with imagestore.open(real_root, index) as store:
+        conn = store.fast.connection()
+        assert conn is not None
+        assert conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM images")
+        (images,) = store.fetch(select(schema.images.c.id))
+        assert len(images) == len(store) == 39
 
 
 def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
