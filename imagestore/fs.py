@@ -89,8 +89,8 @@ def read_optional(path: StrPath, limit: int = 1 << 16, *, dir_fd: int | None = N
                   ) -> bytes | None:
     """A metadata-sized file's bytes, ``None`` when it does not exist.
 
-    The hot path of a cold sync (hundreds of thousands of tiny files): no ``fstat``, reads
-    until EOF. Never follows a symlink, never blocks on a FIFO (it reads as empty), refuses a
+    The hot path of a cold sync (hundreds of thousands of tiny files): no ``fstat``, one
+    ``read``. Never follows a symlink, never blocks on a FIFO (it reads as empty), refuses a
     directory or anything longer than ``limit``.
     """
     try:
