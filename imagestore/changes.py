@@ -89,10 +89,9 @@ def save(conn: Connection, kind: str, now: dict[str, int], digests: Digests,
     for chunk in batches(sorted(kind + k for k in replaced), IN_BATCH):
         conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
     # One bucket at a time, from the names in order: a cold sync's 12,000 objects need not
-    # all be alive at once (``now`` comes from a sorted scan; anything else is sorted here).
-    names = list(now) if _ascending(now) else sorted(now)
+    # all be alive at once (``now`` comes from a sorted scan, which sorts again in one pass).
     rows: list[dict[str, Any]] = []
-    for key, group in itertools.groupby(names, key=bucket):
+    for key, group in itertools.groupby(sorted(now), key=bucket):
         sigs = {n: now[n] for n in group}
         rows.append({"prefix": kind + key, "digest": digests[key][0], "entries": len(sigs),
                      "signatures": _dump(sigs)})
@@ -100,15 +99,6 @@ def save(conn: Connection, kind: str, now: dict[str, int], digests: Digests,
             bulk_insert(conn, b, rows)
             rows = []
     bulk_insert(conn, b, rows)
-
-
-def _ascending(names: Iterable[str]) -> bool:
-    previous = ""
-    for name in names:
-        if name < previous:
-            return False
-        previous = name
-    return True
 
 
 def record(conn: Connection, root: Root, paths: Iterable[str]) -> None:
