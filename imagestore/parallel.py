@@ -59,7 +59,7 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
                 chunk: int = CHUNK) -> Iterator[R]:
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
-    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
+    chunks = _chunks(names, chunk)
     workers = _workers()
     if len(names) < PARALLEL_MIN or workers < 2:
         for part in chunks:
@@ -67,12 +67,10 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
         return
     shared = _SHARED.get()
     if shared is None:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+        with _new_pool() as pool:
             yield from _in_flight(pool, fn, base, chunks, workers)
         return
-    if shared.pool is None:
-        shared.pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
-    yield from _in_flight(shared.pool, fn, base, chunks, workers)
+    yield from _in_flight(_pool(shared), fn, base, chunks, workers)
 
 
 def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
@@ -83,11 +81,23 @@ def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
     shared = _SHARED.get()
     if len(names) < PARALLEL_MIN or _workers() < 2 or shared is None:
         return chunked_map(fn, base, names, chunk=chunk)
-    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
+    pool = _pool(shared)
+    return _results([pool.submit(fn, base, part) for part in _chunks(names, chunk)])
+
+
+def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def _new_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=_workers(), mp_context=_context())
+
+
+def _pool(shared: _Shared) -> ProcessPoolExecutor:
+    """The pass's workers, started at the first call that needs them."""
     if shared.pool is None:
-        shared.pool = ProcessPoolExecutor(max_workers=_workers(), mp_context=_context())
-    futures = [shared.pool.submit(fn, base, part) for part in chunks]
-    return _results(futures)
+        shared.pool = _new_pool()
+    return shared.pool
 
 
 def _results(futures: list[Future[R]]) -> Iterator[R]:
