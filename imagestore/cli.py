@@ -6,11 +6,12 @@ exit 2; a traceback is never shown (set ``IMAGESTORE_DEBUG=1`` to see one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import click
@@ -20,7 +21,6 @@ from imagestore import db, report
 from imagestore import fsck as checker
 from imagestore.errors import ImageStoreError
 from imagestore.store import Store
-from imagestore.sync import SyncReport
 
 LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 
@@ -39,10 +39,9 @@ class Context:
         if self._store is None:
             if write and self.readonly:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
-            self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
-                                          force=self.force, sync=False)
-            if sync:
-                synced(self._store)
+            with progress_bar() as bar:
+                self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
+                                              force=self.force, sync=sync, progress=bar)
         return self._store
 
     def close(self) -> None:
@@ -76,10 +75,11 @@ class ProgressBar:
             click.echo("", err=True)
 
 
-def synced(store: Store, *, full: bool = False) -> SyncReport:
+@contextlib.contextmanager
+def progress_bar() -> Iterator[ProgressBar | None]:
     bar = ProgressBar() if sys.stderr.isatty() else None
     try:
-        return store.sync(full=full, progress=bar)
+        yield bar
     finally:
         if bar is not None:
             bar.finish()
@@ -130,7 +130,12 @@ def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
 @pass_ctx
 def sync(ctx: Context, full: bool, fmt: str | None) -> None:
     """Bring the index up to date with the root; report counts and problems."""
-    result = synced(ctx.store(sync=False), full=full)
+    store = ctx.store(sync=not full)
+    if full:
+        with progress_bar() as bar:
+            result = store.sync(full=True, progress=bar)
+    else:
+        result = store.last_sync or store.sync()
     if fmt == "json":
         emit(report.to_json(result.to_dict()) + "\n")
         return

@@ -6,13 +6,14 @@ Only Alembic revisions create or change the schema; opening an index applies any
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -211,16 +212,45 @@ def lock_path(url: str, root: Path) -> Path:
     return folder / f"{key}.lock"
 
 
-def prepare(url: str, *, readonly: bool) -> Engine:
-    """An engine on an index at the schema head; a corrupt SQLite index is set aside and
-    rebuilt (it is derived data), except when opened read-only."""
+@contextlib.contextmanager
+def writer_lock(path: Path) -> Iterator[None]:
+    """One writer per index at a time, across processes: an ``flock`` on a file beside it
+    (released by the kernel if the holder dies)."""
+    with _unavailable(path, "cannot lock index"):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _unavailable(path: Path, what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise IndexUnavailable(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+Fill = Callable[[Connection], None]
+
+
+def prepare(url: str, *, readonly: bool, lock: Path, fill: Fill | None = None) -> Engine:
+    """An engine on an index at the schema head.
+
+    A new SQLite index is built aside, filled by ``fill`` (one write transaction), and put in
+    place by a rename; a corrupt one is set aside and rebuilt the same way (it is derived
+    data), except when opened read-only."""
+    path = sqlite_path(url)
+    if path is not None:
+        _build(path, lock, fill)
     engine = make_engine(url)
     try:
         upgrade(engine)
         return engine
     except (DatabaseError, OperationalError) as exc:
         engine.dispose()
-        path = sqlite_path(url)
         if path is None or not is_corrupt(engine, exc):
             raise IndexUnavailable(f"cannot open index {url}: {exc.orig or exc}") from None
         if readonly:
@@ -234,6 +264,40 @@ def prepare(url: str, *, readonly: bool) -> Engine:
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(path) + suffix)
+    _build(path, lock, fill)
     engine = make_engine(url)
     upgrade(engine)
     return engine
+
+
+def _build(path: Path, lock: Path, fill: Fill | None) -> None:
+    """Create the SQLite index ``path`` unless it exists: in a private file with no journal on
+    disk, so each page is written once (a WAL index writes every page twice, and a cold sync
+    writes hundreds of MB), then switched to WAL and renamed into place whole. Under the
+    writers' lock: a process opening the index meanwhile waits for it, then uses it; one
+    killed half-way leaves only the private file, which the next build removes."""
+    if path.exists():
+        return
+    new = path.with_name(path.name + ".new")
+    with _unavailable(path, "cannot create index"):
+        sqlite.prepare_folder(path.parent)
+    with writer_lock(lock):
+        if path.exists():
+            return
+        with _unavailable(path, "cannot create index"):
+            sqlite.remove_database(new)
+            sqlite.prepare_file(new)
+        engine = create_engine("sqlite:///" + str(new), connect_args=sqlite.connect_args())
+        sqlite.configure(engine, building=True)
+        try:
+            upgrade(engine)
+            if fill is not None:
+                with engine.connect().execution_options(write=True) as conn, conn.begin():
+                    fill(conn)
+            engine.dispose()
+            with _unavailable(path, "cannot create index"):
+                sqlite.publish(new, path)
+        except BaseException:
+            engine.dispose()
+            sqlite.remove_database(new)
+            raise

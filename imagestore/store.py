@@ -7,7 +7,6 @@ to the index in one transaction, under a lock that serialises writers of the sam
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -75,6 +74,8 @@ class Store:
         self.readonly = readonly
         self.force = force
         self._lock_path = lock_path
+        # The report of this store's latest sync (the one ``open`` ran, if it did).
+        self.last_sync: SyncReport | None = None
         self.fast = FastReader(db.sqlite_path(str(engine.url)), engine.dialect)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -97,13 +98,9 @@ class Store:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Connection]:
         """The writer's lock (one writer per index at a time), then a write transaction."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-                yield conn
-        finally:
-            os.close(fd)
+        with (db.writer_lock(self._lock_path),
+              self.engine.connect().execution_options(write=True) as conn, conn.begin()):
+            yield conn
 
     def check_writable(self, what: str) -> None:
         """Raise unless writing under the root is allowed now (not read-only, no dockerd)."""
@@ -348,10 +345,9 @@ class Store:
         """Bring the index up to date with the root (``full``: rebuild it from scratch;
         ``progress(phase, done, total)``: told as entries are read)."""
         with self._locked() as conn:
-            # Under the writers' lock no imagestore write is in flight: temp files are
-            # leftovers of a crash, safe to remove unless a dockerd is writing.
-            tidy = not self.readonly and running_daemon(self.root.path) is None
-            return run(conn, self.root, full=full, progress=progress, tidy=tidy)
+            self.last_sync = run(conn, self.root, full=full, progress=progress,
+                                 tidy=_may_tidy(self.root.path, self.readonly))
+            return self.last_sync
 
     # -- beyond moby: what a command line needs ---------------------------------------------
     def resolve(self, ref: str) -> str:
@@ -412,6 +408,12 @@ class Store:
         return int(value)
 
 
+def _may_tidy(root: Path, readonly: bool) -> bool:
+    """Under the writers' lock no imagestore write is in flight: temp files are leftovers of
+    a crash, safe to remove unless the root is read-only or a dockerd is writing."""
+    return not readonly and running_daemon(root) is None
+
+
 def open(
     root: str | os.PathLike[str],
     index: str | os.PathLike[str] | None = None,
@@ -419,21 +421,33 @@ def open(
     readonly: bool = False,
     sync: bool = True,
     force: bool = False,
+    progress: Progress | None = None,
 ) -> Store:
     """Open the image root ``root`` with its index (created and migrated as needed).
 
-    ``force``: write even while a ``dockerd`` is using the root (normally refused).
+    ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
+    entries are read; the report is ``Store.last_sync``). ``force``: write even while a
+    ``dockerd`` is using the root (normally refused).
     """
     image_root = find_root(root)
     if not readonly:
         ImageDB(image_root / "imagedb", create=True)
     url = db.index_url(index, image_root)
-    engine = db.prepare(url, readonly=readonly)
-    store = Store(image_root, engine, db.lock_path(url, image_root), readonly=readonly,
-                  force=force)
-    if sync:
+    lock = db.lock_path(url, image_root)
+    built: list[SyncReport] = []
+
+    def fill(conn: Connection) -> None:
+        # A new index is synced before anyone else can see it.
+        built.append(run(conn, Root(image_root), progress=progress,
+                         tidy=_may_tidy(image_root, readonly)))
+
+    engine = db.prepare(url, readonly=readonly, lock=lock, fill=fill if sync else None)
+    store = Store(image_root, engine, lock, readonly=readonly, force=force)
+    if built:
+        store.last_sync = built[-1]
+    elif sync:
         try:
-            store.sync()
+            store.sync(progress=progress)
         except BaseException:
             store.close()
             raise

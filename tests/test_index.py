@@ -182,3 +182,78 @@ def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
         assert (again.added, again.removed, again.changed) == (0, 0, 0)
         assert again.problems == []
         assert compared == []  # the tidied buckets' digests were summed again
+
+
+# -- a new index is built aside and appears whole ------------------------------------------
+OPEN_AND_COUNT = """
+import sys, imagestore
+print("opening", flush=True)
+with imagestore.open(sys.argv[1], sys.argv[2], sync=False) as store:
+    print(len(store), flush=True)
+"""
+
+BUILD_SLOWLY = """
+import sys, time, imagestore
+def slow(phase, done, total):
+    print("building", flush=True)
+    time.sleep(60)
+imagestore.open(sys.argv[1], sys.argv[2], progress=slow)
+"""
+
+
+def test_a_new_index_appears_whole_to_a_process_opening_it_meanwhile(real_root: Path,
+                                                                      index: Path) -> None:
+    """While the first sync fills a new index, the index is not there to be read half-built:
+    another process opening it waits for the build, then sees every image."""
+    other: list[subprocess.Popen[str]] = []
+
+    def meanwhile(phase: str, done: int, total: int) -> None:
+        if other:
+            return
+        assert not index.exists()
+        assert index.with_name(index.name + ".new").exists()
+        proc = subprocess.Popen([sys.executable, "-c", OPEN_AND_COUNT, str(real_root),
+                                 str(index)], stdout=subprocess.PIPE, text=True)
+        other.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "opening\n"
+        time.sleep(0.5)  # it is in imagestore.open now, waiting for this build
+        assert proc.poll() is None
+
+    with imagestore.open(real_root, index, progress=meanwhile) as store:
+        assert store.last_sync is not None and store.last_sync.added == 39
+    out, _ = other[0].communicate(timeout=60)
+    assert other[0].returncode == 0
+    assert out == "39\n"
+    assert not index.with_name(index.name + ".new").exists()
+    with imagestore.open(real_root, index, sync=False) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_build_killed_half_way_leaves_no_index_and_the_next_open_builds_it(
+        real_root: Path, index: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_SLOWLY, str(real_root), str(index)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "building\n"
+    proc.kill()
+    proc.wait()
+    assert not index.exists()
+    assert index.with_name(index.name + ".new").exists()  # what the kill left behind
+    with imagestore.open(real_root, index) as store:
+        assert store.last_sync is not None and store.last_sync.added == 39
+        assert snapshot(store) == rebuilt(real_root, tmp_path)
+    assert sorted(p.name for p in index.parent.iterdir()) == ["index.sqlite",
+                                                             "index.sqlite.lock"]
+
+
+def test_a_failed_build_leaves_nothing(real_root: Path, index: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def fail(phase: str, done: int, total: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        imagestore.open(real_root, index, progress=fail)
+    assert [p.name for p in index.parent.iterdir()] == ["index.sqlite.lock"]
+    with imagestore.open(real_root, index) as store:
+        assert len(store) == 39

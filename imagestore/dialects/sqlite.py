@@ -24,11 +24,16 @@ def connect_args() -> dict[str, Any]:
     return {"timeout": BUSY_TIMEOUT_S, "isolation_level": None}
 
 
+def prepare_folder(folder: Path) -> None:
+    """The index's folder, 0700 when imagestore creates it (whatever the umask)."""
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
 def prepare_file(path: Path) -> None:
     """Create the index 0600 in a 0700 folder (whatever the umask); warn if others can read."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
+    prepare_folder(path.parent)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.close(fd)
@@ -43,13 +48,47 @@ def prepare_file(path: Path) -> None:
         )
 
 
-def configure(engine: Engine, *, readonly: bool = False) -> None:
+def remove_database(path: Path) -> None:
+    """A database file and whatever journal it may have left."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def publish(new: Path, path: Path) -> None:
+    """Put a database built aside in place of ``path``: in WAL mode from its first reader on,
+    on disk before it is visible, and visible at once and whole."""
+    conn = sqlite3.connect(new, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+    fd = os.open(new, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(new, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def configure(engine: Engine, *, readonly: bool = False, building: bool = False) -> None:
+    """``building``: a private file that ``publish`` will put in place; its journal is kept
+    in memory and nothing is synced until then (a crash leaves a file nobody uses)."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
+        if building:
+            cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            cur.execute("PRAGMA journal_mode = MEMORY")
+            cur.execute("PRAGMA synchronous = OFF")
+        elif not readonly:
             # Only a new, empty file takes it (before WAL is on); an older index keeps its own.
             cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             cur.execute("PRAGMA journal_mode = WAL")
