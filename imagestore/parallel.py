@@ -29,15 +29,14 @@ class _Shared:
 _SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar("shared", default=None)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    # fork is cheap and the children touch no inherited handle; with other threads alive
-    # fork is unsafe, so fall back to forkserver.
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver")
-
-
 def _workers() -> int:
+    """Processes for a large pass: one per core (forked: cheap, and the children touch no
+    inherited handle), or none while other threads are alive. Forking then is unsafe (a lock
+    another thread holds stays held in the child), and the other start methods run the
+    caller's main script again in every worker, which hangs a script with no ``__main__``
+    guard on the writers' lock its own sync holds: the pass runs in this process instead."""
+    if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
     return min(os.cpu_count() or 1, 8)
 
 
@@ -90,7 +89,8 @@ def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def _new_pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=_workers(), mp_context=_context())
+    return ProcessPoolExecutor(max_workers=_workers(),
+                               mp_context=multiprocessing.get_context("fork"))
 
 
 def _pool(shared: _Shared) -> ProcessPoolExecutor:

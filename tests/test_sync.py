@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -692,3 +693,26 @@ def test_random_outside_changes_match_full_rebuild(ops: list[tuple[str, int, Any
         rebuilt = fresh_view(root, base / "fresh.sqlite")
         assert incremental[0] == rebuilt[0]
         assert incremental[1] == rebuilt[1]
+
+
+UNGUARDED_SCRIPT_WITH_A_THREAD = """
+import sys, threading, time
+import imagestore
+import imagestore.parallel
+imagestore.parallel.PARALLEL_MIN = 2  # a pass that would use workers
+threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
+with imagestore.open(sys.argv[1], sys.argv[2]) as store:
+    print(len(store))
+"""
+
+
+def test_a_caller_with_threads_gets_an_in_process_pass(real_root: Path, tmp_path: Path) -> None:
+    """With other threads alive no worker is forked, and no other start method is used
+    either: those run the caller's main script again in each worker, and a script with no
+    ``__main__`` guard then waits forever on the lock its own sync holds."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT_WITH_A_THREAD)
+    proc = subprocess.run([sys.executable, str(script), str(real_root),
+                           str(tmp_path / "i.sqlite")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "39\n"), proc.stderr
