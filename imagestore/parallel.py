@@ -23,7 +23,10 @@ T = TypeVar("T")
 
 
 class _Shared:
-    pool: ProcessPoolExecutor | None = None
+    def __init__(self) -> None:
+        # Decided before the pass starts its own pool, whose threads must not count.
+        self.workers = _workers()
+        self.pool: ProcessPoolExecutor | None = None
 
 
 _SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar("shared", default=None)
@@ -59,14 +62,14 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
     """``fn(base, chunk)`` over chunks of ``names``, in order; in worker processes when the
     pass is large and the machine has more than one core."""
     chunks = _chunks(names, chunk)
-    workers = _workers()
+    shared = _SHARED.get()
+    workers = _workers() if shared is None else shared.workers
     if len(names) < PARALLEL_MIN or workers < 2:
         for part in chunks:
             yield fn(base, part)
         return
-    shared = _SHARED.get()
     if shared is None:
-        with _new_pool() as pool:
+        with _new_pool(workers) as pool:
             yield from _in_flight(pool, fn, base, chunks, workers)
         return
     yield from _in_flight(_pool(shared), fn, base, chunks, workers)
@@ -78,7 +81,7 @@ def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
     they work while the caller does something else. Only for small results (nothing bounds
     what waits); in-process, the work is done as the results are read."""
     shared = _SHARED.get()
-    if len(names) < PARALLEL_MIN or _workers() < 2 or shared is None:
+    if len(names) < PARALLEL_MIN or shared is None or shared.workers < 2:
         return chunked_map(fn, base, names, chunk=chunk)
     pool = _pool(shared)
     return _results([pool.submit(fn, base, part) for part in _chunks(names, chunk)])
@@ -88,15 +91,15 @@ def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
     return [names[i : i + size] for i in range(0, len(names), size)]
 
 
-def _new_pool() -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=_workers(),
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context("fork"))
 
 
 def _pool(shared: _Shared) -> ProcessPoolExecutor:
     """The pass's workers, started at the first call that needs them."""
     if shared.pool is None:
-        shared.pool = _new_pool()
+        shared.pool = _new_pool(shared.workers)
     return shared.pool
 
 

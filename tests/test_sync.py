@@ -268,6 +268,9 @@ def test_worker_processes_give_the_in_process_answers(real_root: Path, open_stor
     forks = [e for e, _ in events if e in _SPAWN_EVENTS]
     workers = min(os.cpu_count() or 1, 8)
     assert len(forks) == (workers if workers > 1 else 0)  # one set, not one per folder
+    if workers > 1:  # and it did every pass: no config or layer file was read here
+        assert [p for e, p in events if e == "open" and
+                ("/imagedb/content/" in p or "/layerdb/sha256/" in p)] == []
     report = store.sync()
     assert (graph(store), problems_of(report)) == expected
     victim = sorted(store.map())[3]
