@@ -719,3 +719,15 @@ def test_a_caller_with_threads_gets_an_in_process_pass(real_root: Path, tmp_path
                            str(tmp_path / "i.sqlite")],
                           capture_output=True, text=True, timeout=120, check=False)
     assert (proc.returncode, proc.stdout) == (0, "39\n"), proc.stderr
+
+
+def test_open_keeps_the_report_of_its_sync(real_root: Path, index: Path) -> None:
+    with imagestore.open(real_root, index) as store:  # a new index, built aside
+        assert store.last_sync is not None and store.last_sync.added == 39
+    with imagestore.open(real_root, index) as store:  # an existing one, synced in place
+        first = store.last_sync
+        assert first is not None and (first.added, first.unchanged) == (0, 39)
+        again = store.sync()
+        assert store.last_sync is again is not first
+    with imagestore.open(real_root, index, sync=False) as store:
+        assert store.last_sync is None
