@@ -161,13 +161,14 @@ class Tracker:
         ``diff`` collects the scan."""
         self._started[kind] = start_scan(self.root, kind)
 
-    def diff(self, kind: str) -> tuple[set[str], set[str], Scan]:
+    def diff(self, kind: str, *, scanned: Callable[[Scan], None] | None = None
+             ) -> tuple[set[str], set[str], Scan]:
         """(changed or new names, removed names, what is on disk) of one kind; the new
         signatures are written at once (same transaction).
 
         Layer folders are only ever added or removed (dockerd renames them into place), and
         either moves the signature of their parent folder: while that stays put they are
-        not even listed."""
+        not even listed. ``scanned`` is given their listing as soon as it is made."""
         if kind != LAYERS:
             started = self._started.pop(kind, None)
             return self._diff(kind, started() if started else scan(self.root, kind))
@@ -178,6 +179,8 @@ class Tracker:
                 select(s.c.value).where(s.c.key == key)) == str(sig):
             return set(), set(), Scan.skipped(self.root, kind)
         current = scan(self.root, kind)
+        if scanned is not None:
+            scanned(current)
         result = self._diff(kind, current)
         self.conn.execute(delete(s).where(s.c.key == key))
         # A leftover of an interrupted delete keeps the folder listed until it is removed.

@@ -68,23 +68,24 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
         for part in chunks:
             yield fn(base, part)
         return
+    # A bounded window of chunks in flight keeps memory flat while the caller writes.
     if shared is None:
         with _new_pool(workers) as pool:
-            yield from _in_flight(pool, fn, base, chunks, workers)
+            yield from _handed_out(pool, fn, base, chunks, 2 * workers)
         return
-    yield from _in_flight(_pool(shared), fn, base, chunks, workers)
+    yield from _handed_out(_pool(shared), fn, base, chunks, 2 * workers)
 
 
 def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
-                chunk: int = CHUNK) -> Iterator[R]:
-    """``chunked_map`` with every chunk handed to the workers at once, to be collected later:
-    they work while the caller does something else. Only for small results (nothing bounds
-    what waits); in-process, the work is done as the results are read."""
+                chunk: int = CHUNK, ahead: int | None = None) -> Iterator[R]:
+    """``chunked_map`` with the workers started now, to be collected later: they work while
+    the caller does something else. ``ahead`` chunks (``None``: all) wait for the caller at
+    most; in-process, the work is done as the results are read."""
     shared = _SHARED.get()
     if len(names) < PARALLEL_MIN or shared is None or shared.workers < 2:
         return chunked_map(fn, base, names, chunk=chunk)
-    pool = _pool(shared)
-    return _results([pool.submit(fn, base, part) for part in _chunks(names, chunk)])
+    chunks = _chunks(names, chunk)
+    return _handed_out(_pool(shared), fn, base, chunks, ahead or len(chunks), now=True)
 
 
 def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
@@ -103,26 +104,29 @@ def _pool(shared: _Shared) -> ProcessPoolExecutor:
     return shared.pool
 
 
-def _results(futures: list[Future[R]]) -> Iterator[R]:
-    try:
-        for future in futures:
-            yield future.result()
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _in_flight(pool: Executor, fn: Callable[[str, Sequence[T]], R], base: str,
-               chunks: list[Sequence[T]], workers: int) -> Iterator[R]:
-    # A bounded window of chunks in flight keeps memory flat while the caller writes.
+def _handed_out(pool: Executor, fn: Callable[[str, Sequence[T]], R], base: str,
+                chunks: list[Sequence[T]], ahead: int, *, now: bool = False) -> Iterator[R]:
+    """The results in order, with ``ahead`` chunks handed to the workers before the first is
+    asked for (``now``: at once, else at the first ``next``), and one more as each is."""
     pending: deque[Future[R]] = deque()
-    try:
-        for part in chunks:
-            pending.append(pool.submit(fn, base, part))
-            if len(pending) >= 2 * workers:
+
+    def hand_out(parts: Sequence[Sequence[T]]) -> None:
+        pending.extend(pool.submit(fn, base, part) for part in parts)
+
+    def results() -> Iterator[R]:
+        if not now:
+            hand_out(chunks[:ahead])
+        try:
+            for part in chunks[ahead:]:
+                result = pending.popleft().result()
+                hand_out([part])
+                yield result
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:  # a caller that stops early leaves no work queued
-            future.cancel()
+        finally:
+            for future in pending:  # a caller that stops early leaves no work queued
+                future.cancel()
+
+    if now:
+        hand_out(chunks[:ahead])
+    return results()

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from imagestore import changes, schema
-from imagestore.changes import Progress
+from imagestore.changes import Progress, under
 from imagestore.db import IN_BATCH, ROW_BATCH, batches, bulk_insert, bulk_load
 from imagestore.digest import PREFIX, is_hex64
-from imagestore.entries import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
+from imagestore.entries import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root, Scan
 from imagestore.fs import MAX_FILE_SIZE, read_optional
 from imagestore.ingest import (
     IMAGE_COLUMNS,
     ROW_CHAIN,
     ROW_ID,
     ImageRead,
+    LayerCheck,
     Problem,
     check_layers,
     read_image,
@@ -34,13 +36,16 @@ from imagestore.ingest import (
     unpack_ids,
 )
 from imagestore.layers import BadEntry
-from imagestore.parallel import CHUNK, chunked_map, shared_workers
+from imagestore.parallel import CHUNK, chunked_map, shared_workers, started_map
 from imagestore.references import BadReferences, parse_repositories
 
 # Configs travel back from the workers 250 at a time: a chunk in flight holds every config's
 # bytes twice (pickled and not), and a few chunks are in flight; smaller chunks cost more in
 # hand-offs than they save in memory (100: +0.5 s on a cold sync of 100,000, 500: +6 MB).
 IMAGE_CHUNK = 250
+# Layer checks a new index starts before it asks for any: about what two workers do while
+# this process saves the listing's signatures (a few MB of results at most).
+LAYER_CHUNKS_AHEAD = 16
 EDGE_COLUMNS = ("child_id", "parent_id")
 LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
@@ -88,7 +93,18 @@ class _Pass(changes.Tracker):
         Chains are keyed by their raw 32-byte digest, one object per chain shared by parent
         and child links (``_key``), not by ``sha256:`` strings: at 100,000 images that keeps
         tens of MB out of memory, and the loadable set is kept afterwards as it is."""
-        changed, removed, present = self.diff(LAYERS)
+        early: list[tuple[dict[bytes, bytes], list[bytes], Iterator[list[LayerCheck]]]] = []
+
+        def check_all(current: Scan) -> None:
+            # Every folder is read (a new index): the workers start on them now, while this
+            # process saves what the listing found.
+            pool: dict[bytes, bytes] = {}
+            keys = [_key(n, pool) for n in current.names]
+            early.append((pool, keys, started_map(check_layers, self.root.base, keys,
+                                                  ahead=LAYER_CHUNKS_AHEAD)))
+
+        changed, removed, present = self.diff(
+            LAYERS, scanned=check_all if self._no_layers_indexed() else None)
         mounts_changed, mounts_removed, _ = self.diff(MOUNTS)
         if mounts_changed or mounts_removed:
             self._sync_mounts()
@@ -97,9 +113,14 @@ class _Pass(changes.Tracker):
         t = schema.layers
         broken = {path[len(LAYERS):] for path in self.problem_paths(LAYERS)}
         self.clear(LAYERS + n for n in itertools.chain(changed, removed, broken))
-        pool: dict[bytes, bytes] = {}
-        # The scan's hex names are let go before the links grow (16 MB at 100,000 images).
-        keys = [_key(n, pool) for n in sorted(changed | broken) if is_hex64(n) and n in present]
+        if early:
+            pool, keys, checks = early.pop()
+        else:
+            pool = {}
+            # The scan's hex names are let go before the links grow (16 MB at 100,000).
+            keys = [_key(n, pool) for n in sorted(changed | broken)
+                    if is_hex64(n) and n in present]
+            checks = chunked_map(check_layers, self.root.base, keys)
         # Only what chain sizes and new rows need stays in memory: chain -> Link.
         links: dict[bytes, Link] = {}
         stored: dict[bytes, tuple[int, int]] = {}
@@ -117,7 +138,7 @@ class _Pass(changes.Tracker):
             if name not in changed and name not in removed and name not in broken:
                 links[chain] = (parent, r.diff_size, b"")
         del changed, removed, present, broken
-        for done, checked in enumerate(chunked_map(check_layers, self.root.base, keys)):
+        for done, checked in enumerate(checks):
             self.tell("layers", done * CHUNK + len(checked), len(keys))
             start = done * CHUNK
             for chain, (parent, diff_size, ids, problem) in zip(
@@ -158,6 +179,15 @@ class _Pass(changes.Tracker):
             self.start(CONTENT)
             self.start(METADATA)
         return bool(gone) or any(c not in stored for c in self._chains)
+
+    def _no_layers_indexed(self) -> bool:
+        """A new index, or a full pass: every layer folder will be read."""
+        if self.full:
+            return True
+        lt, b = schema.layers, schema.entry_buckets
+        return (self.conn.execute(select(lt.c.chain_id).limit(1)).first() is None and
+                self.conn.execute(select(b.c.prefix).where(under(b.c.prefix, LAYERS))
+                                  .limit(1)).first() is None)
 
     def _sync_mounts(self) -> None:
         layerdb = self.root.layerdb
