@@ -136,11 +136,11 @@ def test_fast_reads_are_read_only_and_memory_mapped(real_root: Path, index: Path
 
 def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
                                                                  tmp_path: Path) -> None:
-    """Wide config rows share 16 KB pages; an index made with other pages still works."""
+    """Wide config rows share 32 KB pages; an index made with other pages still works."""
     with imagestore.open(real_root, tmp_path / "new.sqlite") as store, \
             store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == sqlite_dialect.PAGE_SIZE \
-            == 16384
+            == 32768
         want = len(store)
     old = tmp_path / "old.sqlite"
     with sqlite3.connect(old) as raw:
