@@ -278,6 +278,8 @@ def _build(path: Path, lock: Path, fill: Fill | None) -> None:
     killed half-way leaves only the private file, which the next build removes."""
     if path.exists():
         return
+    if path.is_symlink():  # building aside would replace the link itself
+        raise IndexUnavailable(f"cannot create index {path}: it is a symlink to nothing")
     new = path.with_name(path.name + ".new")
     with _unavailable(path, "cannot create index"):
         sqlite.prepare_folder(path.parent)

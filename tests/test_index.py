@@ -257,3 +257,17 @@ def test_a_failed_build_leaves_nothing(real_root: Path, index: Path) -> None:
     assert [p.name for p in index.parent.iterdir()] == ["index.sqlite.lock"]
     with imagestore.open(real_root, index) as store:
         assert len(store) == 39
+
+
+def test_an_index_path_that_is_a_dangling_symlink_is_refused(real_root: Path,
+                                                              tmp_path: Path) -> None:
+    link = tmp_path / "i.sqlite"
+    link.symlink_to(tmp_path / "elsewhere" / "i.sqlite")
+    with pytest.raises(imagestore.IndexUnavailable, match="symlink to nothing"):
+        imagestore.open(real_root, link)
+    assert link.is_symlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "i.sqlite").touch(mode=0o600)  # an empty file: a new index
+    with imagestore.open(real_root, link) as store:
+        assert len(store) == 39
+    assert link.is_symlink()
