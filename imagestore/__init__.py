@@ -17,7 +17,8 @@ from imagestore.errors import (
 from imagestore.image import Image, RootFS
 from imagestore.ingest import Problem
 from imagestore.layers import LayerMetadata
-from imagestore.store import Store, open
+from imagestore.opening import open
+from imagestore.store import Store
 from imagestore.sync import SyncReport
 
 __version__ = "0.1.0"

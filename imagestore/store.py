@@ -7,7 +7,6 @@ to the index in one transaction, under a lock that serialises writers of the sam
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ from imagestore.digest import (
     parse_search_term,
     prefix_upper_bound,
 )
-from imagestore.entries import CONTENT, LAYERS, METADATA, REPOSITORIES, Root, find_root
+from imagestore.entries import CONTENT, LAYERS, METADATA, REPOSITORIES, Root
 from imagestore.errors import (
     AmbiguousImageID,
     DaemonRunning,
@@ -42,13 +41,7 @@ from imagestore.fs import MAX_FILE_SIZE, ImageDB, atomic_write, read_optional
 from imagestore.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.layers import LayerMetadata
 from imagestore.references import BadReferences, normalize_reference, without_image
-from imagestore.sync import (
-    Progress,
-    SyncReport,
-    ingest_image,
-    run,
-    set_parent_edge,
-)
+from imagestore.sync import Progress, SyncReport, ingest_image, run, set_parent_edge
 
 MAX_CANDIDATES = 1000
 # Every image whose ID starts with a prefix is in [sha256:<p>, sha256:<p>g): one range read of
@@ -346,7 +339,7 @@ class Store:
         ``progress(phase, done, total)``: told as entries are read)."""
         with self._locked() as conn:
             self.last_sync = run(conn, self.root, full=full, progress=progress,
-                                 tidy=_may_tidy(self.root.path, self.readonly))
+                                 tidy=may_tidy(self.root.path, self.readonly))
             return self.last_sync
 
     # -- beyond moby: what a command line needs ---------------------------------------------
@@ -408,50 +401,10 @@ class Store:
         return int(value)
 
 
-def _may_tidy(root: Path, readonly: bool) -> bool:
+def may_tidy(root: Path, readonly: bool) -> bool:
     """Under the writers' lock no imagestore write is in flight: temp files are leftovers of
     a crash, safe to remove unless the root is read-only or a dockerd is writing."""
     return not readonly and running_daemon(root) is None
 
 
-def open(
-    root: str | os.PathLike[str],
-    index: str | os.PathLike[str] | None = None,
-    *,
-    readonly: bool = False,
-    sync: bool = True,
-    force: bool = False,
-    progress: Progress | None = None,
-) -> Store:
-    """Open the image root ``root`` with its index (created and migrated as needed).
-
-    ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
-    entries are read; the report is ``Store.last_sync``). ``force``: write even while a
-    ``dockerd`` is using the root (normally refused).
-    """
-    image_root = find_root(root)
-    if not readonly:
-        ImageDB(image_root / "imagedb", create=True)
-    url = db.index_url(index, image_root)
-    lock = db.lock_path(url, image_root)
-    built: list[SyncReport] = []
-
-    def fill(conn: Connection) -> None:
-        # A new index is synced before anyone else can see it.
-        built.append(run(conn, Root(image_root), progress=progress,
-                         tidy=_may_tidy(image_root, readonly)))
-
-    engine = db.prepare(url, readonly=readonly, lock=lock, fill=fill if sync else None)
-    store = Store(image_root, engine, lock, readonly=readonly, force=force)
-    if built:
-        store.last_sync = built[-1]
-    elif sync:
-        try:
-            store.sync(progress=progress)
-        except BaseException:
-            store.close()
-            raise
-    return store
-
-
-__all__ = ["Store", "open"]
+__all__ = ["Store", "may_tidy"]

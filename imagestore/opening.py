@@ -1,0 +1,58 @@
+"""Opening a store: finding the image root, bringing its index to the schema head (a new
+one is built aside and filled by its first sync before anyone can see it), then syncing."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import Connection
+
+from imagestore import db
+from imagestore.changes import Progress
+from imagestore.entries import Root, find_root
+from imagestore.fs import ImageDB
+from imagestore.store import Store, may_tidy
+from imagestore.sync import SyncReport, run
+
+
+def open(
+    root: str | os.PathLike[str],
+    index: str | os.PathLike[str] | None = None,
+    *,
+    readonly: bool = False,
+    sync: bool = True,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Store:
+    """Open the image root ``root`` with its index (created and migrated as needed).
+
+    ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
+    entries are read; the report is ``Store.last_sync``). ``force``: write even while a
+    ``dockerd`` is using the root (normally refused).
+    """
+    image_root = find_root(root)
+    if not readonly:
+        ImageDB(image_root / "imagedb", create=True)
+    url = db.index_url(index, image_root)
+    lock = db.lock_path(url, image_root)
+    built: list[SyncReport] = []
+
+    def fill(conn: Connection) -> None:
+        # A new index is synced before anyone else can see it.
+        built.append(run(conn, Root(image_root), progress=progress,
+                         tidy=may_tidy(image_root, readonly)))
+
+    engine = db.prepare(url, readonly=readonly, lock=lock, fill=fill if sync else None)
+    store = Store(image_root, engine, lock, readonly=readonly, force=force)
+    if built:
+        store.last_sync = built[-1]
+    elif sync:
+        try:
+            store.sync(progress=progress)
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+__all__ = ["open"]
