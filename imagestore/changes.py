@@ -216,7 +216,8 @@ class Tracker:
         # The scan's digests stand, except where tidying just removed or rewrote entries.
         fresh = {k: d for k, d in current.digests.items()
                  if (everything or k in buckets) and k not in tidied}
-        fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
+        if tidied:
+            fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
         replaced = known.keys() if everything else buckets & known.keys()
         save(self.conn, kind, now, fresh, replaced)
         return changed, removed, current

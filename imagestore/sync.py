@@ -49,7 +49,11 @@ LAYER_CHUNKS_AHEAD = 16
 EDGE_COLUMNS = ("child_id", "parent_id")
 LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
-_DEPTHS = 1 << 32  # a chain's size and depth packed in one int: size * _DEPTHS + depth
+# A chain's size and depth packed in one int: size * _DEPTHS + depth (shift and mask split it
+# as divmod does, a negative size included).
+_DEPTH_BITS = 32
+_DEPTHS = 1 << _DEPTH_BITS
+_DEPTH_MASK = _DEPTHS - 1
 # A layer's parent chain, own size, and its packed IDs when read this pass (else b"").
 Link = tuple[bytes | None, int, bytes]
 
@@ -160,10 +164,10 @@ class _Pass(changes.Tracker):
                 for chain in part:
                     parent, diff_size, ids = links[chain]
                     diff_id, cache_id = unpack_ids(ids)
-                    size, depth = divmod(valid[chain], _DEPTHS)
+                    packed = valid[chain]
                     rows.append((PREFIX + chain.hex(), diff_id,
-                                 parent and PREFIX + parent.hex(), diff_size, size, cache_id,
-                                 depth))
+                                 None if parent is None else PREFIX + parent.hex(), diff_size,
+                                 packed >> _DEPTH_BITS, cache_id, packed & _DEPTH_MASK))
                 bulk_insert(self.conn, t, rows, LAYER_COLUMNS)
             del to_write
             for chain, packed in valid.items():
