@@ -261,10 +261,7 @@ def prepare(url: str, *, readonly: bool, lock: Path, fill: Fill | None = None) -
     warnings.warn(f"index {path} is corrupt: moved to {aside.name} and rebuilt from the root",
                   stacklevel=3)
     shutil.move(path, aside)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(str(path) + suffix)
-    _build(path, lock, fill)
+    _build(path, lock, fill)  # which removes the corrupt index's logs
     engine = make_engine(url)
     upgrade(engine)
     return engine
@@ -287,6 +284,9 @@ def _build(path: Path, lock: Path, fill: Fill | None) -> None:
         if path.exists():
             return
         with _unavailable(path, "cannot create index"):
+            # Logs of a deleted index (left by a process killed while it wrote) would be
+            # taken for the new one's and replayed into it.
+            sqlite.remove_journals(path)
             sqlite.remove_database(new)
             sqlite.prepare_file(new)
         engine = create_engine("sqlite:///" + str(new), connect_args=sqlite.connect_args())

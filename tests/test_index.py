@@ -271,3 +271,23 @@ def test_an_index_path_that_is_a_dangling_symlink_is_refused(real_root: Path,
     with imagestore.open(real_root, link) as store:
         assert len(store) == 39
     assert link.is_symlink()
+
+
+def test_a_log_left_beside_a_deleted_index_is_not_replayed_into_the_new_one(
+        real_root: Path, index: Path, tmp_path: Path) -> None:
+    """A process killed with frames in the WAL leaves ``<index>-wal``; the user deletes the
+    index file alone. The new index must not take that log for its own."""
+    imagestore.open(real_root, index).close()
+    with sqlite3.connect(index) as raw:
+        raw.execute("PRAGMA wal_autocheckpoint = 0")
+        raw.execute("DELETE FROM image_parents")
+        raw.execute("DELETE FROM images")
+        raw.commit()
+        stale = Path(str(index) + "-wal").read_bytes()  # what a kill now would leave
+    assert len(stale) > 32
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(index) + suffix).unlink(missing_ok=True)
+    Path(str(index) + "-wal").write_bytes(stale)
+    with imagestore.open(real_root, index) as store:
+        assert len(store) == 39
+        assert snapshot(store) == rebuilt(real_root, tmp_path)

@@ -50,10 +50,15 @@ def prepare_file(path: Path) -> None:
         )
 
 
-def remove_database(path: Path) -> None:
-    """A database file and whatever journal it may have left."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
+def remove_journals(path: Path) -> None:
+    """Whatever journal a database file may have left beside it."""
+    for suffix in ("-journal", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def remove_database(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    remove_journals(path)
 
 
 def publish(new: Path, path: Path) -> None:
