@@ -8,11 +8,10 @@ import os
 from sqlalchemy import Connection
 
 from imagestore import db
-from imagestore.changes import Progress
 from imagestore.entries import Root, find_root
 from imagestore.fs import ImageDB
 from imagestore.store import Store, may_tidy
-from imagestore.sync import SyncReport, run
+from imagestore.sync import Progress, SyncReport, run
 
 
 def open(

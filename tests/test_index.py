@@ -278,12 +278,13 @@ def test_a_log_left_beside_a_deleted_index_is_not_replayed_into_the_new_one(
     """A process killed with frames in the WAL leaves ``<index>-wal``; the user deletes the
     index file alone. The new index must not take that log for its own."""
     imagestore.open(real_root, index).close()
-    with sqlite3.connect(index) as raw:
-        raw.execute("PRAGMA wal_autocheckpoint = 0")
-        raw.execute("DELETE FROM image_parents")
-        raw.execute("DELETE FROM images")
-        raw.commit()
-        stale = Path(str(index) + "-wal").read_bytes()  # what a kill now would leave
+    raw = sqlite3.connect(index)
+    raw.execute("PRAGMA wal_autocheckpoint = 0")
+    raw.execute("DELETE FROM image_parents")
+    raw.execute("DELETE FROM images")
+    raw.commit()
+    stale = Path(str(index) + "-wal").read_bytes()  # what a kill now would leave
+    raw.close()
     assert len(stale) > 32
     for suffix in ("", "-wal", "-shm"):
         Path(str(index) + suffix).unlink(missing_ok=True)
