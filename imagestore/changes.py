@@ -9,6 +9,7 @@ whose digest moved is compared entry by entry. A cold sync of 100,000 images wri
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -159,7 +160,7 @@ class Tracker:
     def start(self, kind: str) -> None:
         """Have the workers stat one kind's entries now, while this process does other work;
         ``diff`` collects the scan."""
-        self._started[kind] = start_scan(self.root, kind)
+        self._started[kind] = start_scan(self.root, kind, whole=True)
 
     def diff(self, kind: str, *, scanned: Callable[[Scan], None] | None = None
              ) -> tuple[set[str], set[str], Scan]:
@@ -220,7 +221,8 @@ class Tracker:
             fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
         replaced = known.keys() if everything else buckets & known.keys()
         save(self.conn, kind, now, fresh, replaced)
-        return changed, removed, current
+        # Callers only ask which names are on disk: the signatures (100,000s of ints) go.
+        return changed, removed, dataclasses.replace(current, sigs=[])
 
     def _leftovers(self, kind: str, changed: set[str], current: dict[str, int]) -> set[str]:
         """Temp files of interrupted writes: removed when tidying, else recorded as problems

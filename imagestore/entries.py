@@ -16,6 +16,7 @@ import functools
 import os
 import stat
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from imagestore.digest import is_hex64, is_text, printable
 from imagestore.errors import ImageStoreError
 from imagestore.fs import METADATA_KEYS, TEMP_PREFIX, ImageDB
 from imagestore.layers import MOUNT_FILES, LayerDB
-from imagestore.parallel import started_map
+from imagestore.parallel import started_call, started_map
 
 CONTENT = "imagedb/content/sha256/"
 METADATA = "imagedb/metadata/sha256/"
@@ -226,8 +227,15 @@ def scan(root: Root, kind: str) -> Scan:
     return start_scan(root, kind)()
 
 
-def start_scan(root: Root, kind: str) -> Callable[[], Scan]:
-    """``scan``, with the stat-ing handed to the workers now; call the result for the Scan."""
+def start_scan(root: Root, kind: str, *, whole: bool = False) -> Callable[[], Scan]:
+    """``scan``, with the stat-ing handed to the workers now; call the result for the Scan.
+
+    ``whole``: one worker lists the folder too, and what it found waits packed small (the
+    names in one bytes object, the signatures in an array) until called for: the syncing
+    process may be at its largest meanwhile, and many small objects would fragment its heap
+    for the rest of the pass."""
+    if whole and kind in (CONTENT, METADATA):
+        return functools.partial(_unpacked, started_call(whole_scan, root.base, kind))
     if kind == LAYERS:
         listed = layer_folders(root.base)
         found = sorted(listed)
@@ -243,6 +251,44 @@ def start_scan(root: Root, kind: str) -> Callable[[], Scan]:
             found = [n for n in found if is_text(n)]
     started = started_map(functools.partial(signatures, kind), root.base, found)
     return functools.partial(_collect, found, started, not_text)
+
+
+# A whole scan, packed into a few large objects (small ones that outlive the layers' chains
+# would pin the heap those leave): names that are 64 hex digits as 32 raw bytes each (zero
+# bytes in place of the others, listed by position), signatures, the buckets' keys (one
+# string), digests and sizes, then names that are not text and names that hold no entry.
+Packed = tuple[bytes, dict[int, str], "array[int]", str, "array[int]", "array[int]",
+               list[str], list[str]]
+_ODD_NAME = bytes(32)
+
+
+def whole_scan(base: str, kind: str) -> Packed:
+    """A content or metadata scan start to end, packed; runs in a worker."""
+    found = sorted(names(Root(Path(base)), kind))
+    not_text = [printable(n) for n in found if not is_text(n)] if kind == CONTENT else []
+    if not_text:
+        found = [n for n in found if is_text(n)]
+    sigs, buckets = signatures(kind, base, found)
+    kept = [n for n, sig in zip(found, sigs, strict=True) if sig is not None]
+    odd = {i: n for i, n in enumerate(kept) if not is_hex64(n)}
+    raw = b"".join(_ODD_NAME if i in odd else bytes.fromhex(n) for i, n in enumerate(kept))
+    others = [n for n, sig in zip(found, sigs, strict=True) if sig is None]
+    return (raw, odd, array("q", [sig for sig in sigs if sig is not None]),
+            "\0".join(buckets), array("q", [d for d, _ in buckets.values()]),
+            array("q", [n for _, n in buckets.values()]), not_text, others)
+
+
+def _unpacked(started: Callable[[], Packed]) -> Scan:
+    raw, odd, sigs, keys, sums, sizes, not_text, others = started()
+    text = raw.hex()
+    del raw
+    kept = [text[i : i + 64] for i in range(0, len(text), 64)]
+    del text
+    for i, name in odd.items():
+        kept[i] = name
+    buckets = dict(zip(keys.split("\0"), zip(sums, sizes, strict=True), strict=True)) \
+        if keys else {}
+    return Scan(kept, list(sigs), buckets, not_text, others)
 
 
 def _collect(found: list[str], parts: Iterable[tuple[list[int | None], Digests]],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import multiprocessing
 import os
 import threading
@@ -86,6 +87,15 @@ def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
         return chunked_map(fn, base, names, chunk=chunk)
     chunks = _chunks(names, chunk)
     return _handed_out(_pool(shared), fn, base, chunks, ahead or len(chunks), now=True)
+
+
+def started_call(fn: Callable[[str, T], R], base: str, arg: T) -> Callable[[], R]:
+    """``fn(base, arg)`` handed to a worker now, its result to be asked for later (in-process,
+    the call is made then)."""
+    shared = _SHARED.get()
+    if shared is None or shared.workers < 2:
+        return functools.partial(fn, base, arg)
+    return _pool(shared).submit(fn, base, arg).result
 
 
 def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:

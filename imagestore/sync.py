@@ -153,6 +153,9 @@ class _Pass(changes.Tracker):
                 links[chain] = (parent and pool.setdefault(parent, parent), diff_size, ids)
         del keys, pool
         valid = _resolve_layers(links, self)
+        # The workers scan the images' entries while this process writes the layers.
+        self.start(CONTENT)
+        self.start(METADATA)
         gone = junk + [PREFIX + c.hex() for c in stored if c not in valid or links[c][2]]
         for chunk in batches(gone, IN_BATCH):
             self.conn.execute(delete(t).where(t.c.chain_id.in_(chunk)))
@@ -178,10 +181,6 @@ class _Pass(changes.Tracker):
             del links
             self._chains = set(valid)
             del valid
-            # The workers stat the images' entries while this process builds the indexes (the
-            # layers' memory is let go first: the two together would be the pass's peak).
-            self.start(CONTENT)
-            self.start(METADATA)
         return bool(gone) or any(c not in stored for c in self._chains)
 
     def _no_layers_indexed(self) -> bool:
@@ -230,7 +229,7 @@ class _Pass(changes.Tracker):
         if not (changed or removed or meta_changed or meta_removed or layers_moved):
             report.unchanged = total
             return
-        reread = set(changed)
+        reread = changed  # not a copy: ``changed`` is not used again
         if layers_moved:
             # Images skipped for a missing layer may load now; loaded ones may have lost theirs.
             reread |= {n for n in (p[len(CONTENT):] for p in self.problem_paths(CONTENT))
