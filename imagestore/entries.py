@@ -280,10 +280,12 @@ def whole_scan(base: str, kind: str) -> Packed:
 
 def _unpacked(started: Callable[[], Packed]) -> Scan:
     raw, odd, sigs, keys, sums, sizes, not_text, others = started()
-    text = raw.hex()
+    kept: list[str] = []
+    step = 32 * 4096  # a piece at a time: no second copy of every name at once
+    for start in range(0, len(raw), step):
+        text = raw[start : start + step].hex()
+        kept.extend(text[i : i + 64] for i in range(0, len(text), 64))
     del raw
-    kept = [text[i : i + 64] for i in range(0, len(text), 64)]
-    del text
     for i, name in odd.items():
         kept[i] = name
     buckets = dict(zip(keys.split("\0"), zip(sums, sizes, strict=True), strict=True)) \

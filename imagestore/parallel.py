@@ -90,12 +90,13 @@ def started_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
 
 
 def started_call(fn: Callable[[str, T], R], base: str, arg: T) -> Callable[[], R]:
-    """``fn(base, arg)`` handed to a worker now, its result to be asked for later (in-process,
-    the call is made then)."""
+    """``fn(base, arg)`` handed to the pass's workers now, if they are running (this starts
+    none: it is for one task of unknown size), its result to be asked for later; else the
+    call is made then, in this process."""
     shared = _SHARED.get()
-    if shared is None or shared.workers < 2:
+    if shared is None or shared.pool is None:
         return functools.partial(fn, base, arg)
-    return _pool(shared).submit(fn, base, arg).result
+    return shared.pool.submit(fn, base, arg).result
 
 
 def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
