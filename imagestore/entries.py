@@ -243,14 +243,18 @@ def start_scan(root: Root, kind: str, *, whole: bool = False) -> Callable[[], Sc
         parts: Iterable[tuple[list[int | None], Digests]] = [
             (sigs, digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None))]
         return functools.partial(_collect, found, parts, [])
-    found = sorted(names(root, kind))
-    not_text: list[str] = []
-    if kind in (CONTENT, MOUNTS):  # elsewhere only hex names are entries (_signature_at)
-        not_text = [printable(n) for n in found if not is_text(n)]
-        if not_text:
-            found = [n for n in found if is_text(n)]
+    found, not_text = _text_names(kind, sorted(names(root, kind)))
     started = started_map(functools.partial(signatures, kind), root.base, found)
     return functools.partial(_collect, found, started, not_text)
+
+
+def _text_names(kind: str, found: list[str]) -> tuple[list[str], list[str]]:
+    """The names that can be entries, and the others printed (names that are not UTF-8 are
+    never entries; outside content and mounts only hex names are, see ``_signature_at``)."""
+    if kind not in (CONTENT, MOUNTS):
+        return found, []
+    not_text = [printable(n) for n in found if not is_text(n)]
+    return ([n for n in found if is_text(n)] if not_text else found), not_text
 
 
 # A whole scan, packed into a few large objects (small ones that outlive the layers' chains
@@ -264,10 +268,7 @@ _ODD_NAME = bytes(32)
 
 def whole_scan(base: str, kind: str) -> Packed:
     """A content or metadata scan start to end, packed; runs in a worker."""
-    found = sorted(names(Root(Path(base)), kind))
-    not_text = [printable(n) for n in found if not is_text(n)] if kind == CONTENT else []
-    if not_text:
-        found = [n for n in found if is_text(n)]
+    found, not_text = _text_names(kind, sorted(names(Root(Path(base)), kind)))
     sigs, buckets = signatures(kind, base, found)
     kept = [n for n, sig in zip(found, sigs, strict=True) if sig is not None]
     odd = {i: n for i, n in enumerate(kept) if not is_hex64(n)}
