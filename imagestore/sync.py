@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from imagestore import changes, schema
+from imagestore import chains, changes, schema
 from imagestore.changes import Progress, under
 from imagestore.db import IN_BATCH, ROW_BATCH, batches, bulk_insert, bulk_load
 from imagestore.digest import PREFIX, is_hex64
@@ -49,13 +49,6 @@ LAYER_CHUNKS_AHEAD = 16
 EDGE_COLUMNS = ("child_id", "parent_id")
 LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
-# A chain's size and depth packed in one int: size * _DEPTHS + depth (shift and mask split it
-# as divmod does, a negative size included).
-_DEPTH_BITS = 32
-_DEPTHS = 1 << _DEPTH_BITS
-_DEPTH_MASK = _DEPTHS - 1
-# A layer's parent chain, own size, and its packed IDs when read this pass (else b"").
-Link = tuple[bytes | None, int, bytes]
 
 __all__ = ["Problem", "Progress", "Root", "SyncReport", "all_problems", "ingest_image", "run",
            "set_parent_edge"]
@@ -94,16 +87,15 @@ class _Pass(changes.Tracker):
     def sync_layers(self) -> bool:
         """Update layers and mounts; True when the set of loadable layers changed.
 
-        Chains are keyed by their raw 32-byte digest, one object per chain shared by parent
-        and child links (``_key``), not by ``sha256:`` strings: at 100,000 images that keeps
-        tens of MB out of memory, and the loadable set is kept afterwards as it is."""
+        Chains are keyed by their raw digest, one object per chain shared by parent and
+        child links (``chains.key``); the loadable set is kept afterwards as it is."""
         early: list[tuple[dict[bytes, bytes], list[bytes], Iterator[list[LayerCheck]]]] = []
 
         def check_all(current: Scan) -> None:
             # Every folder is read (a new index): the workers start on them now, while this
             # process saves what the listing found.
             pool: dict[bytes, bytes] = {}
-            keys = [_key(n, pool) for n in current.names]
+            keys = [chains.key(n, pool) for n in current.names]
             early.append((pool, keys, started_map(check_layers, self.root.base, keys,
                                                   ahead=LAYER_CHUNKS_AHEAD)))
 
@@ -122,18 +114,18 @@ class _Pass(changes.Tracker):
         else:
             pool = {}
             # The scan's hex names are let go before the links grow (16 MB at 100,000).
-            keys = [_key(n, pool) for n in sorted(changed | broken)
+            keys = [chains.key(n, pool) for n in sorted(changed | broken)
                     if is_hex64(n) and n in present]
             checks = chunked_map(check_layers, self.root.base, keys)
         # Only what chain sizes and new rows need stays in memory: chain -> Link.
-        links: dict[bytes, Link] = {}
+        links: dict[bytes, chains.Link] = {}
         stored: dict[bytes, tuple[int, int]] = {}
         junk: list[str] = []  # rows no sync writes (an index edited by hand): dropped
         for r in self.conn.execute(select(t.c.chain_id, t.c.parent_id, t.c.diff_size, t.c.size,
                                           t.c.depth)):
             try:
-                chain = _key(r.chain_id, pool)
-                parent = None if r.parent_id is None else _key(r.parent_id, pool)
+                chain = chains.key(r.chain_id, pool)
+                parent = None if r.parent_id is None else chains.key(r.parent_id, pool)
             except ValueError:
                 junk.append(r.chain_id)
                 continue
@@ -152,7 +144,8 @@ class _Pass(changes.Tracker):
                     continue
                 links[chain] = (parent and pool.setdefault(parent, parent), diff_size, ids)
         del keys, pool
-        valid = _resolve_layers(links, self)
+        valid, unloadable = chains.resolve(links)
+        self.note(unloadable)
         # The workers scan the images' entries while this process writes the layers.
         self.start(CONTENT)
         self.start(METADATA)
@@ -167,14 +160,14 @@ class _Pass(changes.Tracker):
                 for chain in part:
                     parent, diff_size, ids = links[chain]
                     diff_id, cache_id = unpack_ids(ids)
-                    packed = valid[chain]
+                    size, depth = chains.split(valid[chain])
                     rows.append((PREFIX + chain.hex(), diff_id,
                                  None if parent is None else PREFIX + parent.hex(), diff_size,
-                                 packed >> _DEPTH_BITS, cache_id, packed & _DEPTH_MASK))
+                                 size, cache_id, depth))
                 bulk_insert(self.conn, t, rows, LAYER_COLUMNS)
             del to_write
             for chain, packed in valid.items():
-                size, depth = divmod(packed, _DEPTHS)
+                size, depth = chains.split(packed)
                 if chain in stored and not links[chain][2] and stored[chain] != (size, depth):
                     self.conn.execute(update(t).where(t.c.chain_id == PREFIX + chain.hex())
                                       .values(size=size, depth=depth))
@@ -217,8 +210,9 @@ class _Pass(changes.Tracker):
                     self._asked[chain] = self.conn.scalar(
                         select(lt.c.chain_id).where(lt.c.chain_id == chain)) is not None
                 return self._asked[chain]
-            self._chains = {_digest(c) for c in self.conn.scalars(select(schema.layers.c.chain_id))}
-        return _digest(chain) in self._chains
+            self._chains = {chains.digest(c)
+                            for c in self.conn.scalars(select(schema.layers.c.chain_id))}
+        return chains.digest(chain) in self._chains
 
     # -- images -----------------------------------------------------------------------------
     def sync_images(self, layers_moved: bool, report: SyncReport) -> None:
@@ -355,52 +349,10 @@ class _Pass(changes.Tracker):
         for chunk in batches(rows, ROW_BATCH):
             bulk_insert(self.conn, schema.tags, chunk)
 
+
 def all_problems(conn: Connection) -> list[Problem]:
     p = schema.problems
     return [Problem(r.path, r.kind, r.reason) for r in conn.execute(select(p).order_by(p.c.path))]
-
-
-def _key(chain: str, pool: dict[bytes, bytes]) -> bytes:
-    """A chain ID (bare hex or ``sha256:``) as its raw digest, one object per chain in
-    ``pool`` (a parent and its children share it); ``ValueError`` when it is not hex."""
-    raw = bytes.fromhex(chain[len(PREFIX):] if chain.startswith(PREFIX) else chain)
-    return pool.setdefault(raw, raw)
-
-
-def _digest(chain: str) -> bytes:
-    try:
-        return bytes.fromhex(chain[len(PREFIX):])
-    except ValueError:
-        return b""
-
-
-def _resolve_layers(links: dict[bytes, Link], sync: _Pass) -> dict[bytes, int]:
-    """Layers moby would load (a layer loads only if its parent does): chain -> size of the
-    whole chain * ``_DEPTHS`` + depth (one int, not a tuple: 100,000s of them are alive)."""
-    out: dict[bytes, int] = {}
-    failed: set[bytes] = set()
-    for start in links:
-        stack: list[bytes] = []
-        on_stack: set[bytes] = set()  # a cycle check that stays linear in a deep chain
-        cid: bytes | None = start
-        while cid is not None and cid not in out and cid not in failed:
-            if cid in on_stack or cid not in links:
-                break
-            stack.append(cid)
-            on_stack.add(cid)
-            cid = links[cid][0]
-        ok = cid is None or cid in out
-        for c in reversed(stack):
-            parent, diff_size, _ = links[c]
-            if ok:
-                below = 0 if parent is None else out[parent]
-                out[c] = below + diff_size * _DEPTHS + 1
-            else:
-                failed.add(c)
-                sync.note([Problem(LAYERS + c.hex(), "bad-layer",
-                                   f"layer not loaded: parent {PREFIX}{parent and parent.hex()} "
-                                   f"cannot be loaded")])
-    return out
 
 
 def set_parent_edge(conn: Connection, image_id: str, parent: str | None) -> None:
