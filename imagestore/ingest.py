@@ -51,8 +51,8 @@ class ImageRead(NamedTuple):
 def read_metadata(base: str, name: str, exists: bool = True, *,
                   dir_fd: int | None = None) -> tuple[dict[str, Any], list[Problem]]:
     """``parent``, ``lastUpdated`` and ``builtLocally`` of one image (``exists=False``: the
-    caller knows it has no metadata folder, so nothing is opened; ``dir_fd``: the metadata
-    folder is open)."""
+    caller knows it has no metadata folder, so nothing is opened; ``dir_fd``: the folder that
+    holds the metadata folders is open)."""
     path = METADATA + name
     folder = f"{name}/" if dir_fd is not None else f"{base}/{path}/"
     out: dict[str, Any] = {"parent": None, "last_updated": None, "built_locally": False}
