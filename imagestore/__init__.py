@@ -14,12 +14,11 @@ from imagestore.errors import (
     LayerNotFound,
     ReadOnlyStore,
 )
-from imagestore.image import Image, RootFS
-from imagestore.ingest import Problem
-from imagestore.layers import LayerMetadata
+from imagestore.moby.image import Image, RootFS
+from imagestore.moby.layerdb import LayerMetadata
 from imagestore.opening import open
 from imagestore.store import Store
-from imagestore.sync import SyncReport
+from imagestore.sync import Problem, ProblemKind, SyncReport
 
 __version__ = "0.1.0"
 
@@ -35,6 +34,7 @@ __all__ = [
     "LayerMetadata",
     "LayerNotFound",
     "Problem",
+    "ProblemKind",
     "ReadOnlyStore",
     "RootFS",
     "Store",

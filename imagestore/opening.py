@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import Connection
-
-from imagestore import db
-from imagestore.entries import Root, find_root
-from imagestore.fs import ImageDB
-from imagestore.store import Store, may_tidy
+from imagestore.index import Index, Writer
+from imagestore.moby.daemon import may_tidy
+from imagestore.moby.imagedb import ImageDB
+from imagestore.moby.root import Root, find_root
+from imagestore.store import Store
 from imagestore.sync import Progress, SyncReport, run
 
 
@@ -32,17 +31,16 @@ def open(
     image_root = find_root(root)
     if not readonly:
         ImageDB(image_root / "imagedb", create=True)
-    url = db.index_url(index, image_root)
-    lock = db.lock_path(url, image_root)
     built: list[SyncReport] = []
 
-    def fill(conn: Connection) -> None:
+    def fill(tx: Writer) -> None:
         # A new index is synced before anyone else can see it.
-        built.append(run(conn, Root(image_root), progress=progress,
+        built.append(run(tx, Root(image_root), progress=progress,
                          tidy=may_tidy(image_root, readonly)))
 
-    engine = db.prepare(url, readonly=readonly, lock=lock, fill=fill if sync else None)
-    store = Store(image_root, engine, lock, readonly=readonly, force=force)
+    store = Store(image_root, Index.open(index, image_root, readonly=readonly,
+                                         fill=fill if sync else None),
+                  readonly=readonly, force=force)
     if built:
         store.last_sync = built[-1]
     elif sync:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
-from imagestore.schema import Base
+from imagestore.index.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import imagestore
-from imagestore.digest import chain_ids
+from imagestore.moby.digest import chain_ids
 
 DATA = Path(__file__).parent / "data" / "docker-20.10-vfs"
 FIXTURE_ROOT = DATA / "image" / "vfs"

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import select
 
 import imagestore
-from imagestore import schema
+from imagestore.index import schema
 
 
 def snapshot(store: imagestore.Store) -> dict[str, Any]:
     images = store.map()
-    with store.engine.connect() as conn:
+    with store.index.engine.connect() as conn:
         layers = sorted(tuple(r) for r in conn.execute(
             select(schema.layers.c.chain_id, schema.layers.c.size, schema.layers.c.parent_id)))
         rows = sorted(tuple(r) for r in conn.execute(
@@ -40,3 +40,17 @@ def rebuilt(root: Path, tmp: Path) -> dict[str, Any]:
     index = tmp / f"fresh-{len(list(tmp.glob('fresh-*')))}.sqlite"
     with imagestore.open(root, index, readonly=True) as fresh:
         return snapshot(fresh)
+
+
+def references(store: imagestore.Store, image_id: str) -> list[str]:
+    """The references ``repositories.json`` holds for an image, as the index has them."""
+    with store.index.read() as q:
+        return q.refs_of(image_id)
+
+
+def size(store: imagestore.Store, image_id: str) -> int:
+    """docker's ``Size`` of an image: its whole layer chain."""
+    with store.index.read() as q:
+        value = q.image_size(image_id)
+    assert value is not None
+    return value

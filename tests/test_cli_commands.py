@@ -12,8 +12,8 @@ import pytest
 from cli_helpers import run_cli
 from conftest import truth_json
 
-from imagestore import db
-from imagestore.digest import chain_id
+from imagestore.index import engine as db
+from imagestore.moby.digest import chain_id
 
 
 def test_inspect_matches_docker_image_inspect(capsys: pytest.CaptureFixture[str],

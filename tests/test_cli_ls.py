@@ -11,7 +11,7 @@ from conftest import TRUTH, truth_json, truth_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagestore.report import human_since, human_size, since_formatter
+from imagestore.cli.humanize import human_since, human_size, since_formatter
 
 
 def _docker_rows(name: str) -> set[tuple[str, str, str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagestore.cli import ProgressBar
+from imagestore.cli.app import ProgressBar
 
 
 def test_bar_waits_a_moment_then_draws(capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,7 +78,7 @@ def test_layer_usage_view(capsys: pytest.CaptureFixture[str], real_root: Path) -
     truth = truth_json("image-inspect.json")
     rows = run_cli(capsys, real_root, "sql", "SELECT * FROM layer_usage", "--json").json()
     assert len(rows) == 13
-    from imagestore.digest import chain_ids
+    from imagestore.moby.digest import chain_ids
 
     users: dict[str, set[str]] = {}
     for t in truth:

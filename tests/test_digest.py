@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagestore.digest import (
+from imagestore.moby.digest import (
     SearchTerm,
     chain_id,
     chain_ids,

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 from engine import Engine, unpack_root_a
+from snapshot import references, size
 
 import imagestore
+from imagestore.cli.report import resolve
 
 
 @pytest.fixture
@@ -40,10 +42,10 @@ def test_engine_sees_what_imagestore_wrote(capsys: pytest.CaptureFixture[str], d
                                            engine: Engine, index: Path) -> None:
     root = data_root / "image" / "vfs"
     with imagestore.open(root, index) as store:
-        web = store.resolve("web:1.0")
-        devbase = store.resolve("devbase:1.0")
-        web_alt = store.resolve("web-alt:1.0")
-        dangling = next(i for i, _ in store.heads().items() if not store.references(i))
+        web = resolve(store, "web:1.0")
+        devbase = resolve(store, "devbase:1.0")
+        web_alt = resolve(store, "web-alt:1.0")
+        dangling = next(i for i, _ in store.heads().items() if not references(store, i))
         config = json.loads(store.get(web).raw)
         config["comment"] = "created by imagestore"
         config.setdefault("config", {}).setdefault("Labels", {})["made.by"] = "imagestore"
@@ -51,7 +53,7 @@ def test_engine_sees_what_imagestore_wrote(capsys: pytest.CaptureFixture[str], d
         store.set_parent(new_id, web)
         store.set_parent(web_alt, devbase)
         store.delete(dangling)
-        expected_size = store.size(web)
+        expected_size = size(store, web)
     assert run_cli(capsys, root, "rm", "web:prod", index=index).code == 0
     ours_all = _our_rows(capsys, root, index, "-a")
     ours = _our_rows(capsys, root, index)
@@ -94,5 +96,5 @@ def test_imagestore_sees_what_the_engine_did(capsys: pytest.CaptureFixture[str],
     with imagestore.open(root, index) as store:
         for image_id, truth in inspected.items():
             assert (store.get_parent(image_id) or "") == truth["Parent"]
-            assert store.size(image_id) == truth["Size"]
-            assert store.references(image_id) == sorted(truth["RepoTags"])
+            assert size(store, image_id) == truth["Size"]
+            assert references(store, image_id) == sorted(truth["RepoTags"])

@@ -11,8 +11,9 @@ import pytest
 
 import imagestore
 from imagestore import DigestMismatch, ImageNotFound, ImageStoreError
-from imagestore.digest import digest_of
-from imagestore.fs import ImageDB, atomic_write, opened_folder, read_optional, read_regular
+from imagestore.moby.digest import digest_of
+from imagestore.moby.files import atomic_write, opened_folder, read_optional, read_regular
+from imagestore.moby.imagedb import ImageDB
 
 FOO = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 BAR = "sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9"

@@ -9,6 +9,7 @@ import pytest
 from cli_helpers import run_cli
 
 import imagestore
+from imagestore.cli.report import resolve
 
 
 def test_clean_store_exits_0(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
@@ -39,7 +40,7 @@ def test_fsck_lists_each_problem_with_an_action(capsys: pytest.CaptureFixture[st
     result = run_cli(capsys, real_root, "--readonly", "fsck", "--json")
     assert result.code == 1
     found = {(f["check"], f["path"]) for f in result.json()["findings"]}
-    assert ("digest", "imagedb/content/sha256/" + damage["victim"].name) in found
+    assert ("digest-mismatch", "imagedb/content/sha256/" + damage["victim"].name) in found
     assert ("temp-file", "imagedb/content/sha256/" + damage["temp"].name) in found
     assert ("orphan-metadata", "imagedb/metadata/sha256/" + "e" * 64) in found
     assert ("temp-file", "layerdb/sha256/" + damage["removing"].name) in found
@@ -49,10 +50,10 @@ def test_fsck_lists_each_problem_with_an_action(capsys: pytest.CaptureFixture[st
 def test_index_disagreeing_with_disk_is_found(capsys: pytest.CaptureFixture[str],
                                               real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        image_id = store.resolve("web:prod")
+        image_id = resolve(store, "web:prod")
     (real_root / "imagedb/content/sha256" / image_id[7:]).unlink()  # behind the index's back
     with imagestore.open(real_root, index, sync=False) as store:
-        from imagestore.fsck import check
+        from imagestore.cli.fsck import check
 
         findings = check(store)
     assert any(f.check == "index" and f.path == image_id for f in findings)
@@ -69,7 +70,7 @@ def test_repair_fixes_only_what_is_safe(capsys: pytest.CaptureFixture[str],
     assert damage["victim"].exists()
     again = run_cli(capsys, real_root, "fsck", "--json").json()["findings"]
     assert [(f["check"], f["path"]) for f in again] == [
-        ("digest", "imagedb/content/sha256/" + damage["victim"].name)]
+        ("digest-mismatch", "imagedb/content/sha256/" + damage["victim"].name)]
 
 
 def test_readonly_fsck_cannot_repair(capsys: pytest.CaptureFixture[str],

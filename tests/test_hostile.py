@@ -14,10 +14,12 @@ from cli_helpers import run_cli
 from conftest import make_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from snapshot import references
 from sqlalchemy import text
 
 import imagestore
-from imagestore.digest import digest_of
+from imagestore.cli.report import resolve
+from imagestore.moby.digest import digest_of
 
 CONTENT = "imagedb/content/sha256/"
 LAYERS = "layerdb/sha256/"
@@ -63,7 +65,7 @@ def test_hostile_configs_are_skipped_and_recorded(empty_root: Path, index: Path)
 
 def test_hostile_layerdb_and_references(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        web = store.get(store.resolve("web:1.0"))
+        web = store.get(resolve(store, "web:1.0"))
         before = len(store)
     top = real_root / LAYERS / web.chain_id[7:]  # type: ignore[index]
     (top / "size").write_text("12abc")
@@ -84,7 +86,7 @@ def test_hostile_layerdb_and_references(real_root: Path, index: Path) -> None:
         assert problems[CONTENT + web.id[7:]] == "missing-layer"
         assert web.id not in store.map()
         assert 0 < len(store) < before  # the rest of the store still works
-        assert store.references(next(iter(store.map()))) == []
+        assert references(store, next(iter(store.map()))) == []
 
 
 def test_file_names_that_are_not_utf8(real_root: Path, index: Path,
@@ -155,7 +157,7 @@ def test_any_ref_resolves_or_fails_cleanly(real_root: Path, ref: str) -> None:
                          sync=False) as store:
         before = sorted(os.listdir(real_root))
         try:
-            image_id = store.resolve(ref)
+            image_id = resolve(store, ref)
         except (imagestore.ImageNotFound, imagestore.AmbiguousImageID):
             pass
         else:
@@ -198,7 +200,7 @@ def test_a_very_deep_layer_chain_loads(empty_root: Path, index: Path) -> None:
                                                   "diff_ids": diff_ids}}).encode())
     with imagestore.open(empty_root, index) as store:
         assert store.map()[top].chain_id == chains[-1]
-        with store.engine.connect() as conn:
+        with store.index.engine.connect() as conn:
             row = conn.execute(text("SELECT size, depth FROM layers WHERE chain_id = :c"),
                                {"c": chains[-1]}).one()
         assert tuple(row) == (depth, depth)

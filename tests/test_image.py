@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagestore import Image, InvalidImageConfig
-from imagestore import image as image_module
-from imagestore.digest import digest_of
-from imagestore.image import _parse_time, check_history, format_time, parse_config, parse_time
+from imagestore.moby import image as image_module
+from imagestore.moby.digest import digest_of
+from imagestore.moby.image import _parse_time, check_history, format_time, parse_config, parse_time
 
 SAMPLE_IMAGE_JSON = (
     b'{\n\t"architecture": "amd64",\n\t"os": "linux",\n\t"config": {},\n\t"rootfs": {\n'

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 from snapshot import rebuilt, snapshot
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
 import imagestore
-from imagestore import changes, schema
-from imagestore.daemon import running_daemon
-from imagestore.dialects import sqlite as sqlite_dialect
+from imagestore.cli.report import resolve
+from imagestore.index import schema
+from imagestore.index.backends import sqlite as sqlite_dialect
+from imagestore.index.fastread import SQLiteReader
+from imagestore.moby.daemon import running_daemon
 
 
 def test_corrupt_index_is_rebuilt_with_a_warning(real_root: Path, index: Path,
@@ -58,7 +60,7 @@ def test_warns_when_others_can_read_the_index(real_root: Path, index: Path) -> N
 
 def test_deleting_the_index_rebuilds_the_same_state(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        store.delete(store.resolve("web:prod"))
+        store.delete(resolve(store, "web:prod"))
         before = snapshot(store)
     for suffix in ("", "-wal", "-shm"):
         Path(str(index) + suffix).unlink(missing_ok=True)
@@ -89,10 +91,10 @@ def test_writes_refused_while_dockerd_owns_the_root(real_root: Path, tmp_path: P
         with imagestore.open(root, index) as store:
             assert len(store) == 39  # reading is fine
             with pytest.raises(imagestore.DaemonRunning, match=f"pid {daemon.pid}"):
-                store.delete(store.resolve("web:prod"))
-            assert (root / "imagedb/content/sha256" / store.resolve("web:prod")[7:]).exists()
+                store.delete(resolve(store, "web:prod"))
+            assert (root / "imagedb/content/sha256" / resolve(store, "web:prod")[7:]).exists()
         with imagestore.open(root, index, force=True) as store:
-            store.set_built_locally(store.resolve("web:prod"))
+            store.set_built_locally(resolve(store, "web:prod"))
     finally:
         daemon.kill()
         daemon.wait()
@@ -110,12 +112,12 @@ def test_another_data_roots_daemon_does_not_count(real_root: Path, tmp_path: Pat
 
 def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: Path,
                                                                      index: Path) -> None:
-    with imagestore.open(real_root, index) as store, store.engine.connect() as conn:
+    with imagestore.open(real_root, index) as store, store.index.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 10_000
         # The parent edge goes with its image (ON DELETE CASCADE needs foreign_keys on).
-        image_id = store.resolve("web:prod")
+        image_id = resolve(store, "web:prod")
         conn.exec_driver_sql("DELETE FROM images WHERE id = ?", (image_id,))
         left = conn.exec_driver_sql("SELECT count(*) FROM image_parents WHERE child_id = ?",
                                     (image_id,)).scalar()
@@ -125,12 +127,12 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
 
 def test_fast_reads_are_read_only_and_memory_mapped(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        conn = store.fast.connection()
-        assert conn is not None
-        assert conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
+        reader = SQLiteReader(index, store.index.engine.dialect)
+        assert reader.rows("PRAGMA mmap_size", {})[0][0] > 0
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            conn.execute("DELETE FROM images")
-        (images,) = store.fetch(select(schema.images.c.id))
+            reader.rows("DELETE FROM images", {})
+        reader.close()
+        (images,) = store.index.fetch(select(schema.images.c.id))
         assert len(images) == len(store) == 39
 
 
@@ -138,7 +140,7 @@ def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
                                                                  tmp_path: Path) -> None:
     """Wide config rows share 32 KB pages; an index made with other pages still works."""
     with imagestore.open(real_root, tmp_path / "new.sqlite") as store, \
-            store.engine.connect() as conn:
+            store.index.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == sqlite_dialect.PAGE_SIZE \
             == 32768
         want = len(store)
@@ -147,7 +149,7 @@ def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
         raw.execute("PRAGMA page_size = 4096")
         raw.execute("VACUUM")
     old.chmod(0o600)
-    with imagestore.open(real_root, old) as store, store.engine.connect() as conn:
+    with imagestore.open(real_root, old) as store, store.index.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
         assert len(store) == want > 0
 
@@ -170,18 +172,10 @@ def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
                          f"imagedb/metadata/sha256/{meta.name}/.tmp-parent0123": "temp-file"}
     with imagestore.open(real_root, index) as store:
         assert not any(p.exists() for p in leftovers)
-        compared: list[str] = []
-        real = changes.stored_signatures
-
-        def spy(conn: Connection, kind: str, buckets: set[str] | None) -> dict[str, int]:
-            compared.append(kind)
-            return real(conn, kind, buckets)
-
-        monkeypatch.setattr(changes, "stored_signatures", spy)
         again = store.sync()  # the cleanup left signatures that need no second look
         assert (again.added, again.removed, again.changed) == (0, 0, 0)
         assert again.problems == []
-        assert compared == []  # the tidied buckets' digests were summed again
+        assert again.compared == {}  # the tidied buckets' digests were summed again
 
 
 # -- a new index is built aside and appears whole ------------------------------------------
@@ -225,7 +219,8 @@ def test_a_new_index_appears_whole_to_a_process_opening_it_meanwhile(real_root: 
     assert other[0].returncode == 0
     assert out == "39\n"
     assert not index.with_name(index.name + ".new").exists()
-    with imagestore.open(real_root, index, sync=False) as store, store.engine.connect() as conn:
+    with imagestore.open(real_root, index, sync=False) as store, \
+            store.index.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 

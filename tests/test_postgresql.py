@@ -15,7 +15,9 @@ from snapshot import rebuilt, snapshot
 from sqlalchemy import inspect, text
 
 import imagestore
-from imagestore import db, report
+from imagestore.cli import report
+from imagestore.cli.report import resolve
+from imagestore.index import engine as db
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def pg_url(pg_base: str) -> str:
 def test_real_store_on_postgresql_matches_sqlite(real_root: Path, pg_url: str,
                                                  tmp_path: Path) -> None:
     with imagestore.open(real_root, pg_url) as store:
-        assert db.current_revision(store.engine) == db.head_revision()
+        assert db.current_revision(store.index.engine) == db.head_revision()
         assert snapshot(store) == rebuilt(real_root, tmp_path)
         for image_id in store.map():
             assert store.search(image_id[7:19]) == image_id
@@ -40,23 +42,23 @@ def test_real_store_on_postgresql_matches_sqlite(real_root: Path, pg_url: str,
                 report.image_rows(lite, all_images=True)
             assert [n.to_dict() for n in report.forest(store)] == \
                 [n.to_dict() for n in report.forest(lite)]
-        _, rows = report.run_sql(store, "SELECT count(*) FROM image_list WHERE is_head")
+        _, rows = store.index.sql("SELECT count(*) FROM image_list WHERE is_head")
         assert rows == [(8,)]
-        _, shared = report.run_sql(store, "SELECT images FROM layer_usage ORDER BY images DESC")
+        _, shared = store.index.sql("SELECT images FROM layer_usage ORDER BY images DESC")
         assert shared[0][0] == 24
 
 
 def test_writes_and_incremental_sync_on_postgresql(real_root: Path, pg_url: str,
                                                    tmp_path: Path) -> None:
     with imagestore.open(real_root, pg_url) as store:
-        web = store.resolve("web:1.0")
+        web = resolve(store, "web:1.0")
         cfg = json.loads(store.get(web).raw)
         cfg["comment"] = "on postgresql"
         new = store.create(json.dumps(cfg).encode())
         store.set_parent(new, web)
         with pytest.raises(imagestore.ImageStoreError, match="cycle"):
             store.set_parent(web, new)
-        released = store.delete(store.resolve("scratchy:latest"))
+        released = store.delete(resolve(store, "scratchy:latest"))
         assert [m.chain_id for m in released] == []  # its layer is shared with the old head
         (real_root / "imagedb/content/sha256" / new[7:]).unlink()  # behind the index's back
         result = store.sync()
@@ -69,7 +71,7 @@ def test_sql_is_read_only_on_postgresql(real_root: Path, pg_url: str) -> None:
         for query in ("DELETE FROM images", "WITH x AS (SELECT 1) DELETE FROM images",
                       "SELECT 1; DELETE FROM images"):
             with pytest.raises(imagestore.ImageStoreError):
-                report.run_sql(store, query)
+                store.index.sql(query)
         assert len(store) == 39
 
 
@@ -79,7 +81,7 @@ def test_upgrade_from_0002_with_data_on_postgresql(real_root: Path, pg_url: str,
     run (and go back down) on PostgreSQL too, keeping every row."""
     with imagestore.open(real_root, pg_url) as store:
         assert len(store) == 39
-        engine = store.engine
+        engine = store.index.engine
         config = db.alembic_config()
         with engine.begin() as conn:
             config.attributes["connection"] = conn
@@ -88,10 +90,10 @@ def test_upgrade_from_0002_with_data_on_postgresql(real_root: Path, pg_url: str,
             entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
         assert entries and "entry_buckets" not in inspect(engine).get_table_names()
     with imagestore.open(real_root, pg_url) as store:
-        assert db.current_revision(store.engine) == db.HEAD
+        assert db.current_revision(store.index.engine) == db.HEAD
         report_ = store.sync()
         assert (report_.added, report_.removed, report_.changed) == (0, 0, 0)
-        with store.engine.connect() as conn:
+        with store.index.engine.connect() as conn:
             summed = conn.execute(text("SELECT sum(entries) FROM entry_buckets")).scalar()
         assert summed == entries
         assert snapshot(store) == rebuilt(real_root, tmp_path)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURE_ROOT, truth_json
+from snapshot import references, size
 
 import imagestore
 from imagestore import LayerMetadata
+from imagestore.cli.report import resolve
 
 OpenStore = Callable[..., imagestore.Store]
 INSPECT: list[dict[str, Any]] = truth_json("image-inspect.json")
@@ -143,7 +145,7 @@ def test_every_image_matches_inspect(real_root: Path, open_store: OpenStore) -> 
         assert image.rootfs.type == truth["RootFS"]["Type"]
         assert image.rootfs.diff_ids == truth["RootFS"]["Layers"]
         assert image.chain_id == top_chain(image_id)
-        assert store.size(image_id) == truth["Size"]
+        assert size(store, image_id) == truth["Size"]
 
 
 def test_last_tag_time(real_root: Path, open_store: OpenStore) -> None:
@@ -194,8 +196,8 @@ def test_tags_resolve_like_docker(real_root: Path, open_store: OpenStore) -> Non
     store = open_store(real_root)
     for image_id, truth in TRUTH.items():
         for tag in truth["RepoTags"]:
-            assert store.resolve(tag) == image_id
-        assert store.references(image_id) == sorted(truth["RepoTags"])
+            assert resolve(store, tag) == image_id
+        assert references(store, image_id) == sorted(truth["RepoTags"])
 
 
 # -- deleting releases exactly what docker would ---------------------------------------------

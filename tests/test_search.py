@@ -19,7 +19,7 @@ from sqlalchemy import event
 
 import imagestore
 from imagestore import AmbiguousImageID, ImageNotFound
-from imagestore.digest import digest_of
+from imagestore.moby.digest import digest_of
 
 OpenStore = Callable[..., imagestore.Store]
 Outcome = tuple[str, str | None]  # ("found", id) | ("ambiguous", None) | ("notfound", None)
@@ -323,14 +323,14 @@ def _captured(store: imagestore.Store, term: str) -> list[tuple[str, Any]]:
         seen.append((statement, parameters))
 
     raw = _raw_connections(store)
-    event.listen(store.engine, "before_cursor_execute", listen)
+    event.listen(store.index.engine, "before_cursor_execute", listen)
     for conn in raw:
         conn.set_trace_callback(lambda statement: seen.append((statement, ())))
     try:
         with contextlib.suppress(AmbiguousImageID, ImageNotFound):
             store.search(term)
     finally:
-        event.remove(store.engine, "before_cursor_execute", listen)
+        event.remove(store.index.engine, "before_cursor_execute", listen)
         for conn in raw:
             conn.set_trace_callback(None)
     return [(s, p) for s, p in seen if "images" in s and s.lstrip().upper().startswith(
@@ -338,7 +338,7 @@ def _captured(store: imagestore.Store, term: str) -> list[tuple[str, Any]]:
 
 
 def _plan(store: imagestore.Store, statement: str, parameters: Any) -> list[str]:
-    with store.engine.connect() as conn:
+    with store.index.engine.connect() as conn:
         rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
     return [str(r[-1]) for r in rows]
 

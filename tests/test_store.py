@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import config, make_layers
+from snapshot import references
 from sqlalchemy import select
 
 import imagestore
@@ -24,10 +25,12 @@ from imagestore import (
     LayerMetadata,
     LayerNotFound,
     ReadOnlyStore,
-    schema,
 )
-from imagestore.digest import digest_of
-from imagestore.fs import ImageDB
+from imagestore.cli.report import resolve, untag
+from imagestore.index import schema
+from imagestore.index.fastread import SQLiteReader
+from imagestore.moby.digest import digest_of
+from imagestore.moby.imagedb import ImageDB
 
 OpenStore = Callable[..., imagestore.Store]
 
@@ -577,7 +580,7 @@ def test_readonly_never_writes_the_root(empty_root: Path, open_store: OpenStore,
         lambda: store.set_parent(bare, base),
         lambda: store.set_last_updated(base),
         lambda: store.set_built_locally(top),
-        lambda: store.untag(top),
+        lambda: untag(store, top),
     ]
     for call in calls:
         with pytest.raises(ReadOnlyStore) as info:
@@ -593,12 +596,12 @@ def test_readonly_real_store_is_left_alone(real_root: Path, open_store: OpenStor
     before = snapshot(real_root)
     store = open_store(real_root, readonly=True)
     assert len(store) == 39
-    tagged = store.resolve("web:1.0")
+    tagged = resolve(store, "web:1.0")
     heads = sorted(store.heads())
     parent = store.get_parent(tagged)
     calls: list[Callable[[], object]] = [
         lambda: store.delete(tagged),
-        lambda: store.untag(tagged),
+        lambda: untag(store, tagged),
         lambda: store.set_parent(heads[0], heads[1]),
         lambda: store.set_last_updated(tagged),
         lambda: store.set_built_locally(tagged),
@@ -609,7 +612,7 @@ def test_readonly_real_store_is_left_alone(real_root: Path, open_store: OpenStor
             call()
     assert len(store) == 39
     assert store.get_parent(tagged) == parent
-    assert store.resolve("web:1.0") == tagged
+    assert resolve(store, "web:1.0") == tagged
     assert snapshot(real_root) == before
 
 
@@ -648,27 +651,29 @@ def test_fetch_reads_one_snapshot_through_the_plain_reader(real_root: Path, inde
         ids = sorted(store.map())[:3]
         queries = [select(t.c.id, t.c.created).where(t.c.id.in_(ids)).order_by(t.c.id),
                    select(t.c.id).where(t.c.id == ids[0])]
-        fast = store.fetch(*queries)
-        with store.engine.connect() as conn:
+        plain = SQLiteReader(index, store.index.engine.dialect)
+        fast = plain.fetch(*queries)
+        plain.close()
+        with store.index.engine.connect() as conn:
             assert fast == [[tuple(r) for r in conn.execute(q)] for q in queries]
         assert [r[0] for r in fast[0]] == ids
-        assert store.fast.connection() is not None  # the plain reader answered
+        assert store.index.fetch(*queries) == fast
 
 
 def test_untag_rewrites_references_and_refuses_a_corrupt_file(real_root: Path,
                                                                open_store: OpenStore) -> None:
     store = open_store(real_root)
-    target = store.resolve("web:1.0")
-    refs = store.references(target)
+    target = resolve(store, "web:1.0")
+    refs = references(store, target)
     assert "web:1.0" in refs
-    assert store.untag(target) == refs
-    assert store.references(target) == []
+    assert untag(store, target) == refs
+    assert references(store, target) == []
     doc = json.loads((real_root / "repositories.json").read_bytes())
     assert target not in {i for entries in doc["Repositories"].values() for i in entries.values()}
     assert all(doc["Repositories"].values())  # a repository left empty is gone
-    other = store.resolve(next(r for e in doc["Repositories"].values() for r in e))
+    other = resolve(store, next(r for e in doc["Repositories"].values() for r in e))
     corrupt = b'{"Repositories": ["not", "an", "object"]}'
     (real_root / "repositories.json").write_bytes(corrupt)
     with pytest.raises(ImageStoreError, match="is corrupt; not rewriting it"):
-        store.untag(other)
+        untag(store, other)
     assert (real_root / "repositories.json").read_bytes() == corrupt

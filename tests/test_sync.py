@@ -20,16 +20,17 @@ import pytest
 from conftest import FIXTURE_ROOT, config, copy_tree, make_layers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection
+from snapshot import references
 
 import imagestore
-from imagestore import ImageNotFound, changes
-from imagestore import entries as entries_module
-from imagestore.digest import chain_ids, digest_of
-from imagestore.ingest import pack_ids, unpack_ids
+from imagestore import ImageNotFound
+from imagestore.cli.report import resolve
+from imagestore.moby.digest import chain_ids, digest_of
+from imagestore.sync.compact import pack_ids, unpack_ids
 
 OpenStore = Callable[..., imagestore.Store]
 CONTENT = "imagedb/content/sha256/"
+LAYERS = "layerdb/sha256/"
 METADATA = "imagedb/metadata/sha256/"
 _clock = itertools.count(1_700_000_000_000_000_000, 1_000_003)
 
@@ -181,22 +182,16 @@ def test_unchanged_buckets_are_not_compared(real_root: Path, open_store: OpenSto
     """A warm sync compares one digest per bucket and loads no stored signature; an outside
     change loads the signatures of its own bucket only."""
     store = open_store(real_root)
-    asked: list[tuple[str, set[str] | None]] = []
-    real = changes.stored_signatures
-
-    def spy(conn: Connection, kind: str, buckets: set[str] | None) -> dict[str, int]:
-        asked.append((kind, None if buckets is None else set(buckets)))
-        return real(conn, kind, buckets)
-
-    monkeypatch.setattr(changes, "stored_signatures", spy)
-    assert store.sync().unchanged == 39
-    assert asked == []
+    report = store.sync()
+    assert report.unchanged == 39
+    assert (report.compared, report.read) == ({}, {})
     victim = real_root / CONTENT / hex_(sorted(store.map())[5])
     victim.write_bytes(victim.read_bytes())
     touch_unique(victim)
     report = store.sync()
     assert (report.changed, report.unchanged) == (1, 38)
-    assert asked == [(CONTENT, {victim.name[:3]})]
+    assert report.compared == {CONTENT: 1}  # the victim's bucket alone
+    assert report.read == {CONTENT: 1}
 
 
 def test_a_bucket_emptied_after_a_store_write_is_seen(real_root: Path,
@@ -226,32 +221,31 @@ def test_layer_folders_are_listed_only_when_their_folder_moved(
     old = time.time_ns() - 3600 * 10**9
     os.utime(layers, ns=(old, old))
     listings: list[str] = []
-    real = entries_module.layer_folders
 
-    def spy(base: str) -> dict[str, int | None]:
-        listings.append(base)
-        return real(base)
+    def sync() -> None:
+        listings.extend(k for k in store.sync().listed if k == LAYERS)
 
-    monkeypatch.setattr(entries_module, "layer_folders", spy)
     store = open_store(real_root)
+    assert store.last_sync is not None
+    listings.extend(k for k in store.last_sync.listed if k == LAYERS)
     assert len(listings) == 1
-    store.sync()
+    sync()
     assert len(listings) == 1  # settled and unchanged: not listed
-    web = store.get(store.resolve("web:1.0"))
+    web = store.get(resolve(store, "web:1.0"))
     top = layers / hex_(web.chain_id or "")
     hidden = real_root / "layerdb" / top.name
     top.rename(hidden)  # moves the folder's mtime to now: too recent to trust
-    store.sync()
+    sync()
     assert web.id not in store.map()
     assert len(listings) == 2
-    store.sync()
+    sync()
     assert len(listings) == 3
     hidden.rename(top)
     os.utime(layers, ns=(old + 1, old + 1))  # settled again, and different
-    store.sync()
+    sync()
     assert web.id in store.map()
     assert len(listings) == 4
-    store.sync()
+    sync()
     assert len(listings) == 4
 
 
@@ -261,8 +255,8 @@ def test_worker_processes_give_the_in_process_answers(real_root: Path, open_stor
     """Large passes stat, read and parse in worker processes (one set per pass); forced on
     for this small store, they must give exactly what the in-process pass gives."""
     expected = fresh_view(real_root, tmp_path / "in-process.sqlite")
-    monkeypatch.setattr("imagestore.parallel.PARALLEL_MIN", 2)
-    monkeypatch.setattr("imagestore.sync.IMAGE_CHUNK", 5)
+    monkeypatch.setattr("imagestore.sync.workers.PARALLEL_MIN", 2)
+    monkeypatch.setattr("imagestore.sync.images.IMAGE_CHUNK", 5)
     with file_reads_under(real_root) as events:
         store = open_store(real_root)
     forks = [e for e, _ in events if e in _SPAWN_EVENTS]
@@ -424,22 +418,22 @@ def test_removed_layer_drops_images_until_it_returns(real_root: Path,
 def test_changed_repositories_json(real_root: Path, open_store: OpenStore) -> None:
     store = open_store(real_root)
     target = sorted(store.map())[0]
-    assert store.resolve("web:1.0") != target
+    assert resolve(store, "web:1.0") != target
     repos = {"Repositories": {"web": {"web:1.0": target}, "fresh": {"fresh:tag": target}}}
     path = real_root / "repositories.json"
     path.write_text(json.dumps(repos))
     touch_unique(path)
     store.sync()
-    assert store.resolve("web:1.0") == target
-    assert store.resolve("fresh:tag") == target
-    assert store.references(target) == ["fresh:tag", "web:1.0"]
+    assert resolve(store, "web:1.0") == target
+    assert resolve(store, "fresh:tag") == target
+    assert references(store, target) == ["fresh:tag", "web:1.0"]
     with pytest.raises(ImageNotFound):
-        store.resolve("api:1.0")
+        resolve(store, "api:1.0")
     path.unlink()
     store.sync()
-    assert store.references(target) == []
+    assert references(store, target) == []
     with pytest.raises(ImageNotFound):
-        store.resolve("web:1.0")
+        resolve(store, "web:1.0")
 
 
 @settings(max_examples=300)
@@ -458,7 +452,7 @@ def test_a_cache_id_that_is_not_hex_is_stored_as_written(empty_root: Path,
     (chain,) = make_layers(empty_root, [a])
     (empty_root / "layerdb" / "sha256" / hex_(chain) / "cache-id").write_text(" Ünï-CODE \n")
     store = open_store(empty_root)
-    with store.engine.connect() as conn:
+    with store.index.engine.connect() as conn:
         rows = conn.exec_driver_sql("SELECT chain_id, diff_id, cache_id FROM layers").all()
     assert [tuple(r) for r in rows] == [(chain, a, "Ünï-CODE")]
 
@@ -472,13 +466,13 @@ def test_layer_rows_no_sync_could_write_are_dropped(empty_root: Path,
     make_layers(root, [a])
     image = write_content(root, config("on a", [a]))
     store = open_store(root)
-    with store.engine.begin() as conn:
+    with store.index.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO layers (chain_id, diff_id, parent_id, diff_size, size, cache_id, depth)"
             " VALUES ('sha256:not-hex', ?, NULL, 1, 1, 'c', 1)", (a,))
     make_layers(root, [a, b])  # the layers moved: the next sync reads them
     store.sync()
-    with store.engine.connect() as conn:
+    with store.index.engine.connect() as conn:
         chains = sorted(r[0] for r in conn.exec_driver_sql("SELECT chain_id FROM layers"))
     assert chains == sorted(chain_ids([a, b]))
     assert list(store.map()) == [image]
@@ -701,11 +695,11 @@ def test_random_outside_changes_match_full_rebuild(ops: list[tuple[str, int, Any
 UNGUARDED_SCRIPT_WITH_A_THREAD = """
 import sys, threading, time
 import imagestore
-import imagestore.parallel
+import imagestore.sync.workers
 started = []
 sys.addaudithook(lambda event, args: started.append(event)
                  if event in ("os.fork", "os.posix_spawn", "subprocess.Popen") else None)
-imagestore.parallel.PARALLEL_MIN = 2  # a pass that would use workers
+imagestore.sync.workers.PARALLEL_MIN = 2  # a pass that would use workers
 threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
 with imagestore.open(sys.argv[1], sys.argv[2]) as store:
     print(len(store), started)

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property, lru_cache
 from typing import Any
 
-from imagestore.digest import chain_id as _chain_id
 from imagestore.errors import InvalidImageConfig
+from imagestore.moby.digest import chain_id as _chain_id
 
 JSONObject = dict[str, Any]
 Check = Callable[[Any, str], None]

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagestore.digest import PREFIX, is_hex64, is_image_id, is_text
-from imagestore.fs import fsync_dir, opened_folder, read_optional
+from imagestore.moby.digest import PREFIX, is_hex64, is_image_id, is_text
+from imagestore.moby.files import fsync_dir, opened_folder, read_optional
 
 LAYER_FILES = ("diff", "size", "cache-id", "parent")
 MOUNT_FILES = ("mount-id", "init-id", "parent")

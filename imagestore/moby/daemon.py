@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from imagestore.errors import DaemonRunning, ReadOnlyStore
+
 DEFAULT_DATA_ROOT = "/var/lib/docker"
 
 
@@ -83,3 +85,22 @@ def _owns(args: list[str], data_root: Path) -> bool:
         return Path(root).resolve() == data_root
     except OSError:
         return False
+
+
+def check_writable(image_root: Path, *, readonly: bool, force: bool, what: str) -> None:
+    """Raise unless writing under the root is allowed now: not opened read-only, and no live
+    dockerd using it (``force`` overrides the latter, at the caller's risk)."""
+    if readonly:
+        raise ReadOnlyStore(f"cannot {what}: the store was opened read-only")
+    if not force:
+        pid = running_daemon(image_root)
+        if pid is not None:
+            raise DaemonRunning(
+                f"cannot {what}: dockerd (pid {pid}) is using this root; stop it first, "
+                f"or pass --force (force=True) at the risk of corrupting its view")
+
+
+def may_tidy(image_root: Path, readonly: bool) -> bool:
+    """Under the writers' lock no imagestore write is in flight: temp files are leftovers of
+    a crash, safe to remove unless the root is read-only or a dockerd is writing."""
+    return not readonly and running_daemon(image_root) is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from imagestore.digest import is_image_id
+from imagestore.moby.digest import is_image_id
 
 
 @dataclass(frozen=True)

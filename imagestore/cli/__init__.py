@@ -1,0 +1,10 @@
+"""The command line: ``app`` (global options, opening the store, errors), ``commands``,
+``report`` (what the commands ask beyond moby's interface), ``fsck``, ``humanize`` and
+``output`` (the one renderer of JSON, NL, CSV and text)."""
+
+from __future__ import annotations
+
+from imagestore.cli import commands as _commands  # noqa: F401  (registers the commands)
+from imagestore.cli.app import cli, main
+
+__all__ = ["cli", "main"]

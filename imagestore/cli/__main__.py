@@ -1,0 +1,3 @@
+from imagestore.cli import main
+
+main()

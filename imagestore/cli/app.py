@@ -1,0 +1,151 @@
+"""The ``imagestore`` command's frame: global options, the store a command opens, the
+progress bar, and how errors end a run.
+
+Errors about the data print one line, ``imagestore: <message>``, and exit 1; usage errors
+exit 2; a traceback is never shown (set ``IMAGESTORE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import click
+
+import imagestore
+from imagestore.errors import ImageStoreError
+from imagestore.store import Store
+
+
+class Context:
+    def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool) -> None:
+        self.root = root
+        self.index = index
+        self.readonly = readonly
+        self.force = force
+        self._store: Store | None = None
+
+    def store(self, *, write: bool = False, sync: bool = True) -> Store:
+        if self.root is None:
+            raise click.UsageError("no store given: pass --root DIR or set IMAGESTORE_ROOT")
+        if self._store is None:
+            if write and self.readonly:
+                raise ImageStoreError("this command writes to the store; drop --readonly")
+            with progress_bar() as bar:
+                self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
+                                              force=self.force, sync=sync, progress=bar)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, only on a terminal and only once a sync has taken
+    more than a moment (a warm open never shows it)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.start < 1.0 or (now - self.last < 0.1 and done < total):
+            return
+        self.last, self.shown = now, True
+        filled = 30 * done // max(total, 1)
+        click.echo(f"\rsyncing {phase:<6} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}",
+                   err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.shown:
+            click.echo("", err=True)
+
+
+@contextlib.contextmanager
+def progress_bar() -> Iterator[ProgressBar | None]:
+    bar = ProgressBar() if sys.stderr.isatty() else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.finish()
+
+
+def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--json`` (and ``--nl`` / ``--csv`` where asked) as one ``fmt`` argument."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(("json", *formats)):
+            fn = click.option(f"--{name}", "fmt", flag_value=name,
+                              help=f"Output {name.upper()}.")(fn)
+        return fn
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="IMAGESTORE_ROOT", metavar="DIR",
+              help="Image root (…/image/<driver>) or a Docker data-root. [env: IMAGESTORE_ROOT]")
+@click.option("--index", envvar="IMAGESTORE_INDEX", metavar="PATH|URL",
+              help="Index file or SQLAlchemy URL (default: one SQLite file per root under "
+                   "$XDG_STATE_HOME/imagestore). [env: IMAGESTORE_INDEX]")
+@click.option("--readonly", is_flag=True,
+              help="Never write under the root (evidence, mounted images); the index is kept.")
+@click.option("--force", is_flag=True,
+              help="Write even while a dockerd is using the root (it will not notice).")
+@click.version_option(imagestore.__version__, prog_name="imagestore")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
+        force: bool) -> None:
+    """Docker's image store, read and written without a daemon, with a persistent SQL index."""
+    ctx.obj = Context(root, index, readonly, force)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+          file: Any = None, line: str | None = None) -> None:
+    click.echo(f"imagestore: warning: {message}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    warnings.showwarning = _warn
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="imagestore",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("imagestore: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+        click.echo(f"imagestore: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except ImageStoreError as exc:
+        click.echo(f"imagestore: {_one_line(str(exc))}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("IMAGESTORE_DEBUG"):
+            raise
+        click.echo(f"imagestore: internal error: {_one_line(f'{type(exc).__name__}: {exc}')}",
+                   err=True)
+        sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())[:2000]

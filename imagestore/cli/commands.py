@@ -1,0 +1,233 @@
+"""The ``imagestore`` commands: docker-style answers from a store whose daemon is not
+running. Each command opens the store, asks it (or the command line's queries), and hands
+its answer to ``output.emit``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from imagestore.cli import fsck as checker
+from imagestore.cli import report
+from imagestore.cli.app import Context, cli, output_options, pass_ctx, progress_bar
+from imagestore.cli.humanize import human_size, since_formatter
+from imagestore.cli.output import Records, emit, lines, to_table
+from imagestore.index import listing
+from imagestore.sync import SyncReport
+
+LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+LS_KEYS = ("id", "repository", "tag", "created", "size", "parent")
+
+
+def _ids(ids: list[str], fmt: str | None) -> None:
+    emit(ids, fmt, lines)
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Rebuild the index from scratch.")
+@output_options()
+@pass_ctx
+def sync(ctx: Context, full: bool, fmt: str | None) -> None:
+    """Bring the index up to date with the root; report counts and problems."""
+    store = ctx.store(sync=not full)
+    if full:
+        with progress_bar() as bar:
+            result = store.sync(full=True, progress=bar)
+    else:
+        result = store.last_sync or store.sync()
+
+    def text(_: Any) -> str:
+        return (f"added {result.added}, removed {result.removed}, changed {result.changed}, "
+                f"unchanged {result.unchanged}, skipped {result.skipped}\n")
+
+    emit(result.to_dict(), fmt, text)
+    if fmt != "json":
+        _problems(result)
+
+
+def _problems(result: SyncReport) -> None:
+    for problem in result.problems:
+        click.echo(f"problem: {problem.path}: {problem.reason}", err=True)
+
+
+@cli.command()
+@output_options()
+@pass_ctx
+def info(ctx: Context, fmt: str | None) -> None:
+    """Where the root and its index are, the schema revision and what the index holds."""
+    store = ctx.store()
+    data: dict[str, Any] = {"root": str(store.root.path), "index": store.index.location(),
+                            "revision": store.index.revision(), **listing.counts(store.index)}
+    emit(data, fmt, lambda d: "".join(f"{k}: {v}\n" for k, v in d.items()))
+
+
+@cli.command("ls")
+@click.option("-a", "--all", "all_images", is_flag=True, help="Show intermediate images too.")
+@click.option("--dangling", is_flag=True, help="Only untagged heads.")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.option("--no-trunc", is_flag=True, help="Full IDs in the table.")
+@output_options("nl", "csv")
+@pass_ctx
+def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc: bool,
+           fmt: str | None) -> None:
+    """List images like `docker images`."""
+    rows = report.image_rows(ctx.store(), all_images=all_images, dangling=dangling)
+
+    def text(_: Any) -> str:
+        if quiet:
+            return lines(dict.fromkeys(r["id"] if no_trunc else _short(r["id"]) for r in rows))
+        since = since_formatter()
+        return to_table(Records(LS_COLUMNS, [
+            (r["repository"] or "<none>", r["tag"] or "<none>",
+             r["id"] if no_trunc else _short(r["id"]), since(r["created"]),
+             human_size(r["size"]))
+            for r in rows]))
+
+    emit(Records(LS_KEYS, [[r[k] for k in LS_KEYS] for r in rows]), fmt, text)
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@output_options()
+@pass_ctx
+def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
+    """Full detail of images, as JSON (like `docker image inspect`)."""
+    store = ctx.store()
+    emit([report.inspect(store, report.resolve(store, r)) for r in refs], "json")
+
+
+@cli.command()
+@click.argument("term")
+@pass_ctx
+def search(ctx: Context, term: str) -> None:
+    """Print the full ID of the one image whose ID starts with TERM."""
+    emit([ctx.store().search(term)], None, lines)
+
+
+@cli.command()
+@click.argument("ref")
+@output_options()
+@pass_ctx
+def parent(ctx: Context, ref: str, fmt: str | None) -> None:
+    """Print the parent ID of an image (nothing when it has none)."""
+    store = ctx.store()
+    emit(store.get_parent(report.resolve(store, ref)), fmt, lambda v: lines([v] if v else []))
+
+
+@cli.command()
+@click.argument("ref")
+@output_options()
+@pass_ctx
+def children(ctx: Context, ref: str, fmt: str | None) -> None:
+    """Print the IDs of an image's children."""
+    store = ctx.store()
+    _ids(store.children(report.resolve(store, ref)), fmt)
+
+
+@cli.command()
+@output_options()
+@pass_ctx
+def heads(ctx: Context, fmt: str | None) -> None:
+    """Print the IDs of images that no image names as parent."""
+    _ids(sorted(ctx.store().heads()), fmt)
+
+
+@cli.command()
+@output_options()
+@pass_ctx
+def tree(ctx: Context, fmt: str | None) -> None:
+    """Draw the parent forest, with tags beside the IDs."""
+    roots = report.forest(ctx.store())
+    emit([r.to_dict() for r in roots], fmt, lambda _: lines(report.draw_forest(roots)))
+
+
+@cli.command()
+@click.argument("file", type=click.File("rb"))
+@pass_ctx
+def create(ctx: Context, file: Any) -> None:
+    """Store an image config (FILE, or - for stdin) and print its ID."""
+    data = file.read()
+    emit([ctx.store(write=True).create(data)], None, lines)
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--keep-tags", is_flag=True,
+              help="Leave repositories.json alone (the store's Delete only).")
+@output_options()
+@pass_ctx
+def rm(ctx: Context, refs: tuple[str, ...], keep_tags: bool, fmt: str | None) -> None:
+    """Delete images as the store's Delete does; print what was removed.
+
+    References to a deleted image are removed from repositories.json too (as `docker rmi`
+    untags first), unless --keep-tags.
+    """
+    store = ctx.store(write=True)
+    ids = [report.resolve(store, r) for r in refs]
+    results = []
+    for image_id in dict.fromkeys(ids):
+        untagged = [] if keep_tags else report.untag(store, image_id)
+        layers = store.delete(image_id)
+        results.append({"id": image_id, "untagged": untagged,
+                        "layers": [layer.chain_id for layer in layers]})
+
+    def text(_: Any) -> str:
+        return "".join(lines(f"Untagged: {t}" for t in r["untagged"]) + f"Deleted: {r['id']}\n"
+                       + lines(f"Deleted: {c}" for c in r["layers"]) for r in results)
+
+    emit(results, fmt, text)
+
+
+@cli.command("set-parent")
+@click.argument("ref")
+@click.argument("parent_ref", metavar="PARENT")
+@pass_ctx
+def set_parent(ctx: Context, ref: str, parent_ref: str) -> None:
+    """Make PARENT the parent image of REF."""
+    store = ctx.store(write=True)
+    store.set_parent(report.resolve(store, ref), report.resolve(store, parent_ref))
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-p", "--param", "params", multiple=True, help="A value for a ? placeholder.")
+@output_options("nl", "csv")
+@pass_ctx
+def sql(ctx: Context, query: str, params: tuple[str, ...], fmt: str | None) -> None:
+    """Run one read-only SQL query on the index (see the views in the README)."""
+    columns, rows = ctx.store().index.sql(query, params)
+    emit(Records(columns, rows), fmt, to_table)
+
+
+@cli.command()
+@click.option("--repair", is_flag=True,
+              help="Remove temp files and orphan metadata, resync the index; nothing else.")
+@output_options()
+@pass_ctx
+def fsck(ctx: Context, repair: bool, fmt: str | None) -> None:
+    """Verify every digest, layer chain and parent link, and the index against the disk.
+
+    Exit 0 when clean, 1 when something was found (after --repair: when something is left).
+    """
+    store = ctx.store(write=repair)
+    findings = checker.check(store)
+    repaired = checker.repair(store, findings) if repair else []
+
+    def text(_: Any) -> str:
+        return "".join(f"{'repaired' if f in repaired else f.check}: {f.path}: {f.message} "
+                       f"(action: {f.action})\n" for f in findings) + \
+            f"{len(findings)} problem(s), {len(repaired)} repaired\n"
+
+    emit({"findings": [f.to_dict() for f in findings],
+          "repaired": [f.to_dict() for f in repaired]}, fmt, text)
+    if any(f not in repaired for f in findings):
+        sys.exit(1)
+
+
+__all__ = ["cli"]

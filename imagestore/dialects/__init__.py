@@ -1,1 +1,0 @@
-"""Backend differences, one small module per database (the rest of the code is portable)."""

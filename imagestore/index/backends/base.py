@@ -1,0 +1,138 @@
+"""What the index asks of a database, declared once: every backend implements ``Backend``,
+and nothing outside ``imagestore.index.backends`` asks which database it is talking to.
+
+Adding a backend means one module here with a ``Backend`` subclass, and one line in
+``backends.for_url``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+
+# Fills a new index inside its first write transaction (the connection is that transaction).
+Fill = Callable[[Connection], None]
+# Brings a new engine's database to the schema head.
+Upgrade = Callable[[Engine], None]
+# Column names and rows of a query.
+Result = tuple[list[str], list[tuple[Any, ...]]]
+
+
+class FastReader(ABC):
+    """Read-only queries whose rows come back as plain tuples, from one snapshot: the hot
+    paths (short-ID search, listings of 100,000 rows) where per-row machinery would cost more
+    than the database's own work."""
+
+    @abstractmethod
+    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
+        """Every row of each query, all from the same snapshot."""
+
+    @abstractmethod
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one textual query with named (``:name``) parameters."""
+
+    def close(self) -> None:
+        """Release what the reader holds (connections of other threads included)."""
+        return
+
+
+class EngineReader(FastReader):
+    """The portable fast reader: the engine itself, rows turned into tuples."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
+        with self.engine.connect() as conn, conn.begin():
+            return [[tuple(r) for r in conn.execute(q)] for q in queries]  # type: ignore[call-overload]
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn, conn.begin():
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+class Backend(ABC):
+    """One database server or file behind an index URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- where it is --------------------------------------------------------------------------
+    @property
+    def file(self) -> Path | None:
+        """The database file, for a backend that keeps the index in one local file."""
+        return None
+
+    def location(self) -> str:
+        """What ``info`` shows: the file, or the URL without its password."""
+        return str(self.file) if self.file else make_url(self.url).render_as_string()
+
+    def lock_path(self, state_dir: Path, root: Path) -> Path:
+        """The file whose ``flock`` serialises this index's writers for one root."""
+        key = hashlib.sha256(f"{self.url}\0{os.path.realpath(root)}".encode()).hexdigest()[:16]
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return state_dir / f"{key}.lock"
+
+    # -- connecting ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Anything to do before the first connection (create a file, check modes)."""
+        return
+
+    @abstractmethod
+    def connect_args(self) -> dict[str, Any]:
+        """Keyword arguments for the DBAPI's ``connect``."""
+
+    @abstractmethod
+    def configure(self, engine: Engine, *, building: bool = False) -> None:
+        """Per-connection settings and how a transaction begins (a read one, or a write one:
+        ``execution_options(write=True)``); ``building``: the engine fills a new index that
+        nobody else can see yet."""
+
+    # -- a new or broken index ----------------------------------------------------------------
+    def build(self, lock: Path, upgrade: Upgrade, fill: Fill | None) -> None:
+        """Create the index if it does not exist, at the schema head and filled by ``fill``,
+        so that it appears whole. A server database exists already: nothing to do."""
+        return
+
+    def is_corrupt(self, exc: BaseException) -> bool:
+        """An error that means the index's storage is unusable (not a lost connection)."""
+        return False
+
+    def set_aside(self) -> str:
+        """Move a corrupt index out of the way (it is derived data); where it went."""
+        raise NotImplementedError(f"{type(self).__name__} cannot set an index aside")
+
+    # -- writing and reading ------------------------------------------------------------------
+    @abstractmethod
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """``executemany`` straight to the driver, rows as tuples in ``columns`` order: a
+        cold sync inserts hundreds of thousands of rows, and per-row parameter processing
+        would cost more than the database's own work."""
+
+    def fast_reader(self, engine: Engine) -> FastReader:
+        return EngineReader(engine)
+
+    @abstractmethod
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
+        """Run one statement the database itself guarantees cannot write; errors are raised
+        as ``ImageStoreError`` with the database's message."""
+
+
+def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:
+    """A Core query as positional SQL text and its values (for a plain DBAPI connection)."""
+    from sqlalchemy.sql.compiler import SQLCompiler
+
+    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)
+    return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]

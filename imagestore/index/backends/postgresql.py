@@ -1,0 +1,52 @@
+"""PostgreSQL: nothing to tune per connection; writers serialise on an advisory lock, and
+``sql`` runs in a read-only transaction that the server enforces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event, text
+
+from imagestore.errors import ImageStoreError
+from imagestore.index.backends.base import Backend, Result
+
+# One lock number for "imagestore writer"; sessions on other databases do not collide.
+WRITER_LOCK = 0x696D6773
+
+
+class PostgreSQLBackend(Backend):
+    def connect_args(self) -> dict[str, Any]:
+        return {}
+
+    def configure(self, engine: Engine, *, building: bool = False) -> None:
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            if conn.get_execution_options().get("write", False):
+                conn.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": WRITER_LOCK})
+
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join(['%s'] * len(columns))})", list(rows))
+
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
+        if ";" in sql:
+            raise ImageStoreError("sql: only a single statement is allowed")
+        if params:
+            raise ImageStoreError("sql: -p placeholders need an SQLite index")
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                result = conn.execute(text(sql))
+            except Exception as exc:
+                raise ImageStoreError(f"sql: {exc}") from None
+            columns = list(result.keys())
+            rows = [tuple(r) for r in result]
+            conn.rollback()
+        return columns, rows
+
+
+__all__ = ["PostgreSQLBackend"]

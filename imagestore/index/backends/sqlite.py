@@ -1,0 +1,225 @@
+"""SQLite: WAL so readers never block, ``BEGIN IMMEDIATE`` so writers queue instead of
+failing half-way, a busy timeout so contention waits, private files (configs hold secrets),
+and a new index built aside so that it appears whole.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+
+from imagestore.errors import ImageStoreError, IndexUnavailable
+from imagestore.index.backends.base import Backend, FastReader, Fill, Result, Upgrade
+from imagestore.index.fastread import SQLiteReader
+from imagestore.index.locks import unavailable, writer_lock
+
+BUSY_TIMEOUT_S = 60.0
+# Configs are a few KB each: on larger pages several share one (figures in
+# docs/performance.md); an older index keeps the page size it was made with.
+PAGE_SIZE = 32768
+# What ``sql`` may do: read tables and call functions, nothing else.
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+
+
+class SQLiteBackend(Backend):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        database = make_url(url).database
+        self._file = Path(database) if database and database != ":memory:" else None
+
+    @property
+    def file(self) -> Path | None:
+        return self._file
+
+    def lock_path(self, state_dir: Path, root: Path) -> Path:
+        if self._file is None:
+            return super().lock_path(state_dir, root)
+        return self._file.with_name(self._file.name + ".lock")
+
+    def prepare(self) -> None:
+        if self._file is not None:
+            try:
+                _prepare_file(self._file)
+            except OSError as exc:
+                raise IndexUnavailable(
+                    f"cannot create index {self._file}: {exc.strerror or exc}") from None
+
+    def connect_args(self) -> dict[str, Any]:
+        # isolation_level=None: pysqlite must not BEGIN on its own; the begin event does.
+        return {"timeout": BUSY_TIMEOUT_S, "isolation_level": None}
+
+    def configure(self, engine: Engine, *, building: bool = False) -> None:
+        """``building``: a private file that ``build`` will put in place; its journal is kept
+        in memory and nothing is synced until then (a crash leaves a file nobody uses)."""
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if building:
+                cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                cur.execute("PRAGMA journal_mode = MEMORY")
+                cur.execute("PRAGMA synchronous = OFF")
+            else:
+                # Only a new, empty file takes it (before WAL is on).
+                cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    def build(self, lock: Path, upgrade: Upgrade, fill: Fill | None) -> None:
+        """Create the index file unless it exists: in a private file with no journal on disk,
+        so each page is written once (a WAL index writes every page twice), then switched to
+        WAL and renamed into place whole. Under the writers' lock: a process opening the
+        index meanwhile waits for it, then uses it; one killed half-way leaves only the
+        private file, which the next build removes."""
+        path = self._file
+        if path is None or path.exists():
+            return
+        if path.is_symlink():  # building aside would replace the link itself
+            raise IndexUnavailable(f"cannot create index {path}: it is a symlink to nothing")
+        new = path.with_name(path.name + ".new")
+        with unavailable(path, "cannot create index"):
+            _prepare_folder(path.parent)
+        with writer_lock(lock):
+            if path.exists():
+                return
+            with unavailable(path, "cannot create index"):
+                # Logs of a deleted index (left by a process killed while it wrote) would be
+                # taken for the new one's and replayed into it.
+                _remove_journals(path)
+                _remove_database(new)
+                _prepare_file(new)
+            engine = create_engine("sqlite:///" + str(new), connect_args=self.connect_args())
+            self.configure(engine, building=True)
+            try:
+                upgrade(engine)
+                if fill is not None:
+                    with engine.connect().execution_options(write=True) as conn, conn.begin():
+                        fill(conn)
+                engine.dispose()
+                with unavailable(path, "cannot create index"):
+                    _publish(new, path)
+            except BaseException:
+                engine.dispose()
+                _remove_database(new)
+                raise
+
+    def is_corrupt(self, exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return "file is not a database" in text or "malformed" in text
+
+    def set_aside(self) -> str:
+        path = self._file
+        assert path is not None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        os.replace(path, aside)
+        return aside.name
+
+    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})", list(rows))
+
+    def fast_reader(self, engine: Engine) -> FastReader:
+        if self._file is None:
+            return super().fast_reader(engine)
+        return SQLiteReader(self._file, engine.dialect)
+
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
+        """On a connection opened read-only whose authorizer denies anything but reads."""
+        if self._file is None:
+            raise ImageStoreError("sql: the index is not a file")
+        conn = sqlite3.connect(f"{self._file.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            def authorizer(action: int, *_args: object) -> int:
+                return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+            conn.set_authorizer(authorizer)
+            try:
+                cur = conn.execute(sql, tuple(params))
+                columns = [d[0] for d in cur.description or ()]
+                return columns, cur.fetchall()
+            except (sqlite3.Error, sqlite3.Warning) as exc:
+                raise ImageStoreError(f"sql: {exc}") from None
+        finally:
+            conn.close()
+
+
+def _prepare_folder(folder: Path) -> None:
+    """The index's folder, 0700 when imagestore creates it (whatever the umask)."""
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the index 0600 in a 0700 folder (whatever the umask); warn if others can read."""
+    _prepare_folder(path.parent)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        return
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.warn(
+            f"index {path} is readable by other users; image configs often hold secrets "
+            f"(chmod 600 it)",
+            stacklevel=4,
+        )
+
+
+def _remove_journals(path: Path) -> None:
+    """Whatever journal a database file may have left beside it."""
+    for suffix in ("-journal", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _remove_database(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _remove_journals(path)
+
+
+def _publish(new: Path, path: Path) -> None:
+    """Put a database built aside in place of ``path``: in WAL mode from its first reader on,
+    on disk before it is visible, and visible at once and whole."""
+    conn = sqlite3.connect(new, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+    fd = os.open(new, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(new, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["SQLiteBackend"]

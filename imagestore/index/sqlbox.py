@@ -1,0 +1,41 @@
+"""The ``sql`` command's sandbox: one read-only statement over the index, a security
+boundary (the index holds every config's ``Env`` and build arguments).
+
+Two walls: the statement must start as a query does (``SELECT``, ``WITH``, ``VALUES``,
+``EXPLAIN``), and the backend runs it where the database itself refuses any write (SQLite:
+a read-only connection whose authorizer denies everything but reads; PostgreSQL: a
+read-only transaction).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+from imagestore.errors import ImageStoreError
+from imagestore.index.backends import Backend
+from imagestore.index.backends.base import Result
+
+_ALLOWED_START = re.compile(r"\s*(select|with|values|explain)\b", re.IGNORECASE)
+_COMMENTS = re.compile(r"(--[^\n]*\n?)|(/\*.*?\*/)", re.DOTALL)
+
+
+def statement(query: str) -> str:
+    """The query without comments or a trailing ``;``, if it may be run at all."""
+    body = _COMMENTS.sub(" ", query).strip().rstrip(";").strip()
+    if not _ALLOWED_START.match(body):
+        raise ImageStoreError(
+            "sql: only a single SELECT / WITH / VALUES / EXPLAIN statement is allowed")
+    return body
+
+
+def run(backend: Backend, engine: Engine, query: str, params: Sequence[Any] = ()) -> Result:
+    """Column names and rows of one read-only statement; anything else is refused and
+    nothing is written."""
+    return backend.readonly_query(engine, statement(query), params)
+
+
+__all__ = ["run", "statement"]

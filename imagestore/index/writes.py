@@ -1,0 +1,201 @@
+"""Every write to the index, inside one write transaction: the store's own writes, and the
+set-based ones a sync makes (bulk inserts, deletes in batches, one table replaced whole).
+
+The index is derived data: every row written here mirrors something on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+
+from imagestore.index import schema
+from imagestore.index.backends import Backend
+from imagestore.index.buckets import Buckets
+from imagestore.index.engine import IN_BATCH, ROW_BATCH, batches, bulk_load
+from imagestore.index.queries import Reader
+from imagestore.index.rows import (
+    EDGE_COLUMNS,
+    IMAGE_COLUMNS,
+    LAYER_COLUMNS,
+    MOUNT_COLUMNS,
+    PROBLEM_COLUMNS,
+    TAG_COLUMNS,
+    ImageRow,
+)
+
+# A layer a delete released: (chain ID, diff ID, chain size, own size).
+Released = tuple[str, str, int, int]
+_BULK_TABLES = {"layers": (schema.layers,), "images": (schema.images, schema.parents)}
+
+
+class Writer(Reader):
+    """Reads and writes inside one write transaction of the index."""
+
+    def __init__(self, conn: Connection, backend: Backend) -> None:
+        super().__init__(conn, backend)
+        self.buckets = Buckets(conn, backend)
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+                ) -> None:
+        for part in batches(rows, ROW_BATCH):
+            self.backend.bulk_insert(self.conn, table, columns, part)
+
+    def _delete_in(self, column: Any, values: Iterable[str]) -> None:
+        for chunk in batches(sorted(values), IN_BATCH):
+            self.conn.execute(delete(column.table).where(column.in_(chunk)))
+
+    @contextlib.contextmanager
+    def bulk_load(self, tables: Literal["layers", "images"], expected: int) -> Iterator[None]:
+        """A large load into empty tables builds their secondary indexes once, at the end."""
+        with bulk_load(self.conn, _BULK_TABLES[tables], expected):
+            yield
+
+    # -- the store's writes -------------------------------------------------------------------
+    def insert_image(self, row: ImageRow, parent: str | None) -> None:
+        self.conn.execute(insert(schema.images), [dict(zip(IMAGE_COLUMNS, row, strict=True))])
+        self.set_parent(row[0], parent)
+
+    def delete_image(self, image_id: str) -> None:
+        """The image's row and every edge that names it (its children keep their rows)."""
+        p = schema.parents
+        self.conn.execute(delete(p).where(p.c.parent_id == image_id))
+        self.conn.execute(delete(schema.images).where(schema.images.c.id == image_id))
+
+    def release(self, chain: str | None) -> list[Released]:
+        """Remove the rows of layers left with no reference (from an image, a child layer or
+        a container mount) once an image's row is gone, top first, as moby's layer store
+        releases them."""
+        t, lt, mt = schema.images, schema.layers, schema.mounts
+        released: list[Released] = []
+        while chain is not None:
+            refs = self.conn.execute(select(
+                select(func.count()).where(t.c.chain_id == chain).scalar_subquery()
+                + select(func.count()).where(lt.c.parent_id == chain).scalar_subquery()
+                + select(func.count()).where(mt.c.parent_id == chain).scalar_subquery()
+            )).scalar_one()
+            layer = self.conn.execute(select(lt).where(lt.c.chain_id == chain)).first()
+            if refs or layer is None:
+                break
+            released.append((layer.chain_id, layer.diff_id, layer.size, layer.diff_size))
+            self.conn.execute(delete(lt).where(lt.c.chain_id == chain))
+            chain = layer.parent_id
+        return released
+
+    def set_parent(self, child: str, parent: str | None) -> None:
+        p = schema.parents
+        self.conn.execute(delete(p).where(p.c.child_id == child))
+        if parent is not None:
+            self.conn.execute(insert(p).values(child_id=child, parent_id=parent))
+
+    def set_image_meta(self, image_id: str, *, last_updated: str | None = None,
+                       built_locally: bool | None = None) -> None:
+        values: dict[str, Any] = {}
+        if last_updated is not None:
+            values["last_updated"] = last_updated
+        if built_locally is not None:
+            values["built_locally"] = built_locally
+        t = schema.images
+        self.conn.execute(update(t).where(t.c.id == image_id).values(**values))
+
+    def delete_tags_of(self, image_id: str) -> None:
+        tt = schema.tags
+        self.conn.execute(delete(tt).where(tt.c.image_id == image_id))
+
+    # -- a sync's writes: layers and mounts ---------------------------------------------------
+    def clear(self) -> None:
+        """Empty every table a sync fills (a full sync starts from nothing)."""
+        for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
+                      schema.problems, schema.entry_buckets):
+            self.conn.execute(delete(table))
+
+    def has_layers(self) -> bool:
+        return self.conn.execute(select(schema.layers.c.chain_id).limit(1)).first() is not None
+
+    def layer_ids(self) -> Iterator[str]:
+        return iter(self.conn.scalars(select(schema.layers.c.chain_id)))
+
+    def layer_links(self) -> Iterator[tuple[str, str | None, int, int, int]]:
+        """(chain ID, parent chain ID, own size, chain size, depth) of every layer."""
+        lt = schema.layers
+        for r in self.conn.execute(select(lt.c.chain_id, lt.c.parent_id, lt.c.diff_size,
+                                          lt.c.size, lt.c.depth)):
+            yield r.chain_id, r.parent_id, r.diff_size, r.size, r.depth
+
+    def delete_layers(self, chain_ids: Iterable[str]) -> None:
+        self._delete_in(schema.layers.c.chain_id, chain_ids)
+
+    def insert_layers(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows in ``LAYER_COLUMNS`` order."""
+        self._insert("layers", LAYER_COLUMNS, rows)
+
+    def set_layer_size(self, chain_id: str, size: int, depth: int) -> None:
+        lt = schema.layers
+        self.conn.execute(update(lt).where(lt.c.chain_id == chain_id)
+                          .values(size=size, depth=depth))
+
+    def replace_mounts(self, rows: Sequence[tuple[str, str, str, str | None]]) -> None:
+        """Rows in ``MOUNT_COLUMNS`` order."""
+        self.conn.execute(delete(schema.mounts))
+        self._insert("mounts", MOUNT_COLUMNS, rows)
+
+    # -- a sync's writes: images and tags -----------------------------------------------------
+    def images_without_layer(self) -> list[str]:
+        """Images whose top layer is not (or no longer) a layer of the index."""
+        t = schema.images
+        return list(self.conn.scalars(select(t.c.id).where(
+            t.c.chain_id.is_not(None), t.c.chain_id.not_in(select(schema.layers.c.chain_id)))))
+
+    def known_images(self, image_ids: Iterable[str]) -> set[str]:
+        """Which of these IDs are images of the index."""
+        t = schema.images
+        known: set[str] = set()
+        for chunk in batches(sorted(image_ids), IN_BATCH):
+            known.update(self.conn.scalars(select(t.c.id).where(t.c.id.in_(chunk))))
+        return known
+
+    def delete_images(self, image_ids: Iterable[str]) -> None:
+        """Their rows, and their own parent edges (by cascade)."""
+        self._delete_in(schema.images.c.id, image_ids)
+
+    def insert_images(self, rows: Sequence[ImageRow], edges: Sequence[tuple[str, str]]) -> None:
+        """Image rows and their (child, parent) edges."""
+        self._insert("images", IMAGE_COLUMNS, rows)
+        self._insert("image_parents", EDGE_COLUMNS, edges)
+
+    def refresh_metadata(self, values: Sequence[tuple[str, str | None, bool]],
+                         edges: Sequence[tuple[str, str]]) -> None:
+        """New (ID, ``lastUpdated``, ``builtLocally``) of images whose metadata alone changed,
+        and their parent edges, all replaced."""
+        if not values:
+            return
+        t, p = schema.images, schema.parents
+        self.conn.execute(update(t).where(t.c.id == bindparam("image")).values(
+            last_updated=bindparam("last"), built_locally=bindparam("built")),
+            [{"image": i, "last": last, "built": built} for i, last, built in values])
+        self._delete_in(p.c.child_id, [v[0] for v in values])
+        self._insert("image_parents", EDGE_COLUMNS, edges)
+
+    def replace_tags(self, rows: Sequence[tuple[str, str, str | None, str | None, str]]) -> None:
+        """Rows in ``TAG_COLUMNS`` order."""
+        self.conn.execute(delete(schema.tags))
+        self._insert("tags", TAG_COLUMNS, rows)
+
+    # -- a sync's writes: problems ------------------------------------------------------------
+    def problem_kinds(self) -> dict[str, str]:
+        """Path -> kind of every problem recorded so far."""
+        p = schema.problems
+        return {r.path: r.kind for r in self.conn.execute(select(p.c.path, p.c.kind))}
+
+    def delete_problems(self, paths: Iterable[str]) -> None:
+        self._delete_in(schema.problems.c.path, paths)
+
+    def insert_problems(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Rows in ``PROBLEM_COLUMNS`` order."""
+        self._insert("problems", PROBLEM_COLUMNS, rows)
+
+
+__all__ = ["Released", "Writer"]

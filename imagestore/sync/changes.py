@@ -1,0 +1,116 @@
+"""How one sync finds what changed on disk since the last: each kind's scan against the
+signatures the index keeps, bucket by bucket; and how the store records its own writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from imagestore.index import Digests, Writer
+from imagestore.moby.root import LAYERS, Root, split_entry
+from imagestore.sync import tidy
+from imagestore.sync.problems import Problem, ProblemKind
+from imagestore.sync.scan import Scan, scan, start_scan
+from imagestore.sync.signatures import bucket, digests, entry_signature, folder_signature
+from imagestore.sync.state import Pass
+
+# (changed or new names, removed names, what is on disk)
+Diff = tuple[set[str], set[str], Scan]
+
+
+class Changes:
+    """The changes of each kind in one pass; scans may be started early (``start``)."""
+
+    def __init__(self, p: Pass) -> None:
+        self.p = p
+        self._started: dict[str, Callable[[], Scan]] = {}
+
+    def start(self, kind: str) -> None:
+        """Have the workers stat one kind's entries now, while this process does other work;
+        ``diff`` collects the scan."""
+        self._started[kind] = start_scan(self.p.root, kind, whole=True)
+
+    def diff(self, kind: str, *, scanned: Callable[[Scan], None] | None = None) -> Diff:
+        """The changes of one kind; the new signatures are written at once (same
+        transaction).
+
+        Layer folders are only ever added or removed (dockerd renames them into place), and
+        either moves the signature of their parent folder: while that stays put they are
+        not even listed. ``scanned`` is given their listing as soon as it is made."""
+        p = self.p
+        if kind != LAYERS:
+            started = self._started.pop(kind, None)
+            p.report.listed.append(kind)
+            return self._diff(kind, started() if started else scan(p.root, kind))
+        key = "folder-signature:" + kind
+        sig = folder_signature(p.root, kind, time.time_ns())
+        if not p.full and sig is not None and p.tx.buckets.setting(key) == str(sig):
+            return set(), set(), Scan.skipped(p.root, kind)
+        p.report.listed.append(kind)
+        current = scan(p.root, kind)
+        if scanned is not None:
+            scanned(current)
+        result = self._diff(kind, current)
+        # A leftover of an interrupted delete keeps the folder listed until it is removed.
+        settled = sig is not None and not any(n.endswith("-removing") for n in current.others)
+        p.tx.buckets.set_setting(key, str(sig) if settled else None)
+        return result
+
+    def _diff(self, kind: str, current: Scan) -> Diff:
+        """``diff`` once the entries are scanned. Buckets whose digest matches the stored one
+        are not looked into, and buckets holding an entry with a problem always are (a tidy
+        pass may have work there)."""
+        p = self.p
+        p.problems.clear(p.problems.old_of_kind(kind, ProblemKind.BAD_NAME))
+        p.problems.note(Problem(kind + n, ProblemKind.BAD_NAME,
+                                "not loaded: the file name is not UTF-8")
+                        for n in current.not_text)
+        known: Digests = {} if p.full else p.tx.buckets.digests(kind)
+        buckets = {k for k in current.digests.keys() | known.keys()
+                   if current.digests.get(k) != known.get(k)}
+        buckets.update(bucket(path[len(kind):]) for path in p.problems.old_paths(kind))
+        if kind == LAYERS and p.tidy:
+            tidy.removing_folders(p.root, current.others)
+        if not buckets:
+            return set(), set(), current
+        # Past a quarter of the buckets, one pass over the kind beats picking them out.
+        everything = 4 * len(buckets) > len(current.digests) + len(known)
+        now = current.in_buckets(None if everything else buckets)
+        stored: dict[str, int] = {}
+        if not p.full:
+            compared = len(known) if everything else len(buckets & known.keys())
+            if compared:
+                p.report.compared[kind] += compared
+            stored = p.tx.buckets.signatures(kind, None if everything else buckets)
+        changed = {n for n, sig in now.items() if stored.get(n) != sig}
+        tidied = {bucket(n) for n in tidy.leftovers(p, kind, changed, now)}
+        removed = stored.keys() - now.keys()
+        del stored
+        # The scan's digests stand, except where tidying just removed or rewrote entries.
+        fresh = {k: d for k, d in current.digests.items()
+                 if (everything or k in buckets) and k not in tidied}
+        if tidied:
+            fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
+        replaced = known.keys() if everything else buckets & known.keys()
+        p.tx.buckets.save(kind, _bucket_rows(now, fresh), replaced)
+        # Callers only ask which names are on disk: the signatures (100,000s of ints) go.
+        return changed, removed, dataclasses.replace(current, sigs=[])
+
+
+def _bucket_rows(now: dict[str, int], fresh: Digests
+                 ) -> Iterator[tuple[str, int, dict[str, int]]]:
+    """(key, digest, signatures) of each bucket, one at a time from the names in order."""
+    for key, group in itertools.groupby(sorted(now), key=bucket):
+        yield key, fresh[key][0], {n: now[n] for n in group}
+
+
+def record(tx: Writer, root: Root, paths: Iterable[str]) -> None:
+    """Store the current signature of entries the store itself just wrote or removed."""
+    for path in paths:
+        kind, name = split_entry(path)
+        tx.buckets.record(kind, bucket(name), name, entry_signature(root, kind, name))
+
+
+__all__ = ["Changes", "Diff", "record"]
