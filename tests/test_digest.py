@@ -1,4 +1,4 @@
-"""Digests, chain IDs and search terms (moby-semantics §2.2 and §2.5)."""
+"""Digests, chain IDs and search terms (docs/moby-semantics.md §1 and §4)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 
 
 def reference_chain(diff_ids: list[str]) -> str | None:
-    """The formula of on-disk-notes.md, written independently of the package."""
+    """The formula of docs/moby-semantics.md §1.2, written independently of the package."""
     current: str | None = None
     for diff in diff_ids:
         if current is None:

@@ -1,4 +1,4 @@
-"""The imagedb backend: moby's fs_test.go (moby-semantics §4.2) plus modes and atomicity."""
+"""The imagedb backend: moby's fs_test.go (docs/moby-semantics.md §2) plus modes and atomicity."""
 
 from __future__ import annotations
 

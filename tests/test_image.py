@@ -1,4 +1,7 @@
-"""The image model: moby's image_test.go plus Go ``encoding/json`` parity (moby-semantics §3.2)."""
+"""The image model: moby's image_test.go plus Go ``encoding/json`` parity.
+
+See docs/moby-semantics.md §3.
+"""
 
 from __future__ import annotations
 

@@ -72,7 +72,10 @@ def mount_parents(root: Path) -> list[str]:
 
 
 class ReleaseModel:
-    """moby's reference counting (moby-semantics §2.4) over the truth and the layerdb files."""
+    """moby's reference counting over the truth and the layerdb files.
+
+    See docs/moby-semantics.md §6.
+    """
 
     def __init__(self, root: Path) -> None:
         self.layers = disk_layers(root)

@@ -1,4 +1,4 @@
-"""Prefix search: moby's digest-set ``Lookup`` (moby-semantics §2.5, §4.4, §4.6)."""
+"""Prefix search: moby's digest-set ``Lookup`` (docs/moby-semantics.md §4, §5.6)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def store_lookup(store: imagestore.Store, term: str) -> Outcome:
 
 
 def expected(ids: list[str], term: str) -> Outcome:
-    # The contract's one deviation: "" never answers (moby returns a one-image store's image).
+    # The contract's one deviation (docs/moby-semantics.md §7): "" never answers (moby returns a
+    # one-image store's image).
     if term == "":
         return ("notfound", None)
     return moby_lookup(ids, term)
@@ -169,7 +170,7 @@ def abc_store(empty_root: Path, open_store: OpenStore) -> tuple[imagestore.Store
     return store, ids
 
 
-# -- §4.6 and the contract -------------------------------------------------------------------
+# -- derived cases and the contract (docs/moby-semantics.md §5.6, §7) ----------------------------
 def test_store_len_searches(abc_store: tuple[imagestore.Store, list[str]]) -> None:
     store, ids = abc_store
     with pytest.raises(AmbiguousImageID) as info:

@@ -1,4 +1,4 @@
-"""moby's store_test.go (moby-semantics §4.1, §4.6) and the store's writes on disk."""
+"""moby's store_test.go (docs/moby-semantics.md §5.5, §5.6) and the store's writes on disk."""
 
 from __future__ import annotations
 
@@ -257,7 +257,7 @@ def test_store_len(empty_root: Path, open_store: OpenStore) -> None:
     assert sorted(store.map()) == sorted(ids)
 
 
-# -- §4.6 derived cases ----------------------------------------------------------------------
+# -- derived cases (docs/moby-semantics.md §5.6) -------------------------------------------------
 def test_create_is_idempotent(empty_root: Path, open_store: OpenStore) -> None:
     make_layers(empty_root, [FOO_DIFF])
     store = open_store(empty_root)
@@ -316,7 +316,8 @@ def test_create_with_missing_layer(empty_root: Path, open_store: OpenStore) -> N
 
 
 def test_create_sees_layer_added_after_open(empty_root: Path, open_store: OpenStore) -> None:
-    # The contract: the layers must exist in layerdb; dockerd may register them at any time.
+    # The contract (docs/moby-semantics.md §7): the layers must exist in layerdb; dockerd may
+    # register them at any time.
     store = open_store(empty_root)
     a = diff("a")
     make_layers(empty_root, [a])
