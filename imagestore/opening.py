@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from imagestore.index import Index, Writer
-from imagestore.moby.daemon import may_tidy
 from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.root import Root, find_root
 from imagestore.store import Store
@@ -35,8 +34,7 @@ def open(
 
     def fill(tx: Writer) -> None:
         # A new index is synced before anyone else can see it.
-        built.append(run(tx, Root(image_root), progress=progress,
-                         tidy=may_tidy(image_root, readonly)))
+        built.append(run(tx, Root(image_root), progress=progress))
 
     store = Store(image_root, Index.open(index, image_root, readonly=readonly,
                                          fill=fill if sync else None),

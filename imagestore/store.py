@@ -21,7 +21,7 @@ from imagestore.errors import (
     LayerNotFound,
 )
 from imagestore.index import Index, Reader, Writer
-from imagestore.moby.daemon import check_writable, may_tidy
+from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import (
     PREFIX,
     chain_id,
@@ -235,8 +235,7 @@ class Store:
         """Bring the index up to date with the root (``full``: rebuild it from scratch;
         ``progress(phase, done, total)``: told as entries are read)."""
         with self.index.write() as tx:
-            self.last_sync = run(tx, self.root, full=full, progress=progress,
-                                 tidy=may_tidy(self.root.path, self.readonly))
+            self.last_sync = run(tx, self.root, full=full, progress=progress)
             return self.last_sync
 
 

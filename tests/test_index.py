@@ -15,6 +15,7 @@ from snapshot import rebuilt, snapshot
 from sqlalchemy import select
 
 import imagestore
+from imagestore.cli.fsck import check, repair
 from imagestore.cli.report import resolve
 from imagestore.index import schema
 from imagestore.index.backends import sqlite as sqlite_dialect
@@ -154,8 +155,10 @@ def test_a_new_index_has_large_pages_an_older_one_keeps_its_own(real_root: Path,
         assert len(store) == want > 0
 
 
-def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
+def test_no_sync_removes_crash_leftovers_fsck_repair_does(
         real_root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temp file looks the same whether its writer died or is writing now: every open,
+    read-only or not, records leftovers as problems and leaves them; fsck --repair removes."""
     imagestore.open(real_root, index).close()
     content = real_root / "imagedb/content/sha256"
     meta = next(p for p in (real_root / "imagedb/metadata/sha256").iterdir())
@@ -164,18 +167,22 @@ def test_writable_sync_removes_crash_leftovers_readonly_keeps_them(
     for path in leftovers[:2]:
         path.write_bytes(b"half")
     leftovers[2].mkdir()
-    with imagestore.open(real_root, index, readonly=True) as store:
-        assert all(p.exists() for p in leftovers)
-        assert len(store) == 39
-        kinds = {p.path: p.kind for p in store.sync().problems}
-        assert kinds == {"imagedb/content/sha256/.tmp-abc123": "temp-file",
-                         f"imagedb/metadata/sha256/{meta.name}/.tmp-parent0123": "temp-file"}
+    expected = {"imagedb/content/sha256/.tmp-abc123": "temp-file",
+                f"imagedb/metadata/sha256/{meta.name}/.tmp-parent0123": "temp-file"}
+    for readonly in (True, False):
+        with imagestore.open(real_root, index, readonly=readonly) as store:
+            assert all(p.exists() for p in leftovers)
+            assert len(store) == 39
+            assert {p.path: p.kind for p in store.sync().problems} == expected
     with imagestore.open(real_root, index) as store:
+        findings = check(store)
+        assert {f.path for f in findings if f.check == "temp-file"} == {
+            *expected, "layerdb/sha256/" + leftovers[2].name}
+        repair(store, findings)
         assert not any(p.exists() for p in leftovers)
-        again = store.sync()  # the cleanup left signatures that need no second look
+        again = store.sync()
         assert (again.added, again.removed, again.changed) == (0, 0, 0)
         assert again.problems == []
-        assert again.compared == {}  # the tidied buckets' digests were summed again
 
 
 # -- a new index is built aside and appears whole ------------------------------------------

@@ -524,9 +524,9 @@ def test_broken_entries_are_skipped_and_listed(empty_root: Path, open_store: Ope
         METADATA + hex_(dir_parent): "bad-metadata",
         METADATA + hex_(bad_time): "bad-metadata",
     }
-    # A writer's leftover temp file is either cleaned up by the sync or reported.
-    if (root / CONTENT / tmp_name).exists():
-        expected[CONTENT + tmp_name] = "temp-file"
+    # A writer's leftover temp file is reported, and left where it is.
+    assert (root / CONTENT / tmp_name).exists()
+    expected[CONTENT + tmp_name] = "temp-file"
     assert problems_of(report) == expected
     assert report.skipped == sum(1 for p in expected if p.startswith(CONTENT))
     for p in report.problems:
@@ -566,8 +566,8 @@ def test_temp_files_are_never_images(empty_root: Path, open_store: OpenStore) ->
     ro.close()
     store = open_store(empty_root)
     assert len(store) == 0
-    leftover = (empty_root / CONTENT / name).exists()
-    assert problems_of(store.sync()) == ({CONTENT + name: "temp-file"} if leftover else {})
+    assert problems_of(store.sync()) == {CONTENT + name: "temp-file"}
+    assert (empty_root / CONTENT / name).exists()
 
 
 def test_content_replaced_by_a_symlink_is_dropped(empty_root: Path, open_store: OpenStore,

@@ -2,8 +2,8 @@
 
 Data flows one way, root -> sync -> index: ``scan`` lists and signs entries, ``changes``
 compares them with the signatures the index keeps, ``read`` turns changed entries into rows
-(in ``workers`` when the pass is large), ``layers`` and ``images`` write them, ``tidy``
-deals with leftovers of interrupted writes, and ``restore`` runs the whole pass.
+(in ``workers`` when the pass is large), ``layers`` and ``images`` write them, ``leftovers``
+records what interrupted writes left, and ``restore`` runs the whole pass.
 """
 
 from __future__ import annotations

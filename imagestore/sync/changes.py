@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from imagestore.index import Digests, Writer
-from imagestore.moby.root import LAYERS, Root, split_entry
-from imagestore.sync import tidy
+from imagestore.moby.root import LAYERS, METADATA, Root, split_entry
+from imagestore.sync.leftovers import note_metadata_temp_files
 from imagestore.sync.problems import Problem, ProblemKind
 from imagestore.sync.scan import Scan, scan, start_scan
-from imagestore.sync.signatures import bucket, digests, entry_signature, folder_signature
+from imagestore.sync.signatures import bucket, entry_signature, folder_signature
 from imagestore.sync.state import Pass
 
 # (changed or new names, removed names, what is on disk)
@@ -53,15 +53,13 @@ class Changes:
         if scanned is not None:
             scanned(current)
         result = self._diff(kind, current)
-        # A leftover of an interrupted delete keeps the folder listed until it is removed.
-        settled = sig is not None and not any(n.endswith("-removing") for n in current.others)
-        p.tx.buckets.set_setting(key, str(sig) if settled else None)
+        p.tx.buckets.set_setting(key, None if sig is None else str(sig))
         return result
 
     def _diff(self, kind: str, current: Scan) -> Diff:
         """``diff`` once the entries are scanned. Buckets whose digest matches the stored one
-        are not looked into, and buckets holding an entry with a problem always are (a tidy
-        pass may have work there)."""
+        are not looked into, and buckets holding an entry with a problem always are (its
+        problem is looked at again)."""
         p = self.p
         p.problems.clear(p.problems.old_of_kind(kind, ProblemKind.BAD_NAME))
         p.problems.note(Problem(kind + n, ProblemKind.BAD_NAME,
@@ -71,8 +69,6 @@ class Changes:
         buckets = {k for k in current.digests.keys() | known.keys()
                    if current.digests.get(k) != known.get(k)}
         buckets.update(bucket(path[len(kind):]) for path in p.problems.old_paths(kind))
-        if kind == LAYERS and p.tidy:
-            tidy.removing_folders(p.root, current.others)
         if not buckets:
             return set(), set(), current
         # Past a quarter of the buckets, one pass over the kind beats picking them out.
@@ -85,14 +81,11 @@ class Changes:
                 p.report.compared[kind] += compared
             stored = p.tx.buckets.signatures(kind, None if everything else buckets)
         changed = {n for n, sig in now.items() if stored.get(n) != sig}
-        tidied = {bucket(n) for n in tidy.leftovers(p, kind, changed, now)}
+        if kind == METADATA:
+            note_metadata_temp_files(p, changed, now.keys())
         removed = stored.keys() - now.keys()
         del stored
-        # The scan's digests stand, except where tidying just removed or rewrote entries.
-        fresh = {k: d for k, d in current.digests.items()
-                 if (everything or k in buckets) and k not in tidied}
-        if tidied:
-            fresh.update(digests((n, sig) for n, sig in now.items() if bucket(n) in tidied))
+        fresh = {k: d for k, d in current.digests.items() if everything or k in buckets}
         replaced = known.keys() if everything else buckets & known.keys()
         p.tx.buckets.save(kind, _bucket_rows(now, fresh), replaced)
         # Callers only ask which names are on disk: the signatures (100,000s of ints) go.

@@ -24,16 +24,17 @@ from imagestore.sync.state import Pass
 from imagestore.sync.workers import shared_workers
 
 
-def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None = None,
-        tidy: bool = False) -> SyncReport:
+def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None = None
+        ) -> SyncReport:
     """Sync the index (inside the caller's write transaction ``tx``) with ``root``.
 
     ``full``: forget what the index knows and read everything; ``progress(phase, done,
-    total)`` is told as layers and images are read; ``tidy`` removes what interrupted
-    writes left behind (only for a writable root, under the writers' lock)."""
+    total)`` is told as layers and images are read. Nothing under the root is changed:
+    leftovers of interrupted writes are recorded as problems (``fsck --repair`` removes
+    them)."""
     if full:
         tx.clear()
-    p = Pass.start(tx, root, full=full, tidy=tidy, progress=progress)
+    p = Pass.start(tx, root, full=full, progress=progress)
     changes = Changes(p)
     loadable = LoadableLayers(p)
     with shared_workers():

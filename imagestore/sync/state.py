@@ -17,14 +17,13 @@ class Pass:
     root: Root
     problems: Problems
     full: bool = False
-    tidy: bool = False
     progress: Progress | None = None
     report: SyncReport = field(default_factory=SyncReport)
 
     @classmethod
-    def start(cls, tx: Writer, root: Root, *, full: bool = False, tidy: bool = False,
+    def start(cls, tx: Writer, root: Root, *, full: bool = False,
               progress: Progress | None = None) -> Pass:
-        return cls(tx, root, Problems(tx), full=full, tidy=tidy, progress=progress)
+        return cls(tx, root, Problems(tx), full=full, progress=progress)
 
     def tell(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
