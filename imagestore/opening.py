@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from imagestore.index import Index, Writer
-from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.root import Root, find_root
 from imagestore.store import Store
 from imagestore.sync import Progress, SyncReport, run
@@ -27,9 +26,7 @@ def open(
     entries are read; the report is ``Store.last_sync``). ``force``: write even while a
     ``dockerd`` is using the root (normally refused).
     """
-    image_root = find_root(root)
-    if not readonly:
-        ImageDB(image_root / "imagedb", create=True)
+    image_root = find_root(root)  # nothing under it changes before the first write
     built: list[SyncReport] = []
 
     def fill(tx: Writer) -> None:

@@ -106,3 +106,36 @@ def test_odd_diff_ids_are_reported_not_fatal(capsys: pytest.CaptureFixture[str],
     assert result.code == 1
     kinds = {f["check"] for f in result.json()["findings"]}
     assert kinds == {"missing-layer"}
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every path under the root with its mode and (for files) bytes."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        out[str(path.relative_to(root))] = (path.lstat().st_mode, data)
+    return out
+
+
+@pytest.mark.parametrize("args", [["fsck"], ["fsck", "--json"], ["ls", "-a"], ["sync"],
+                                  ["sync", "--full"], ["tree"]])
+def test_reading_commands_change_nothing_under_the_root(capsys: pytest.CaptureFixture[str],
+                                                        real_root: Path,
+                                                        args: list[str]) -> None:
+    """Leftovers are findings, never silently removed by the open before the check; a
+    root whose imagedb folders are missing does not get them created either."""
+    _damage(real_root)
+    before = _tree(real_root)
+    result = run_cli(capsys, real_root, *args)
+    assert result.code in (0, 1)
+    assert _tree(real_root) == before
+    if args[0] == "fsck":
+        assert "temp-file" in result.out
+
+
+def test_opening_a_bare_root_creates_nothing(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    root = tmp_path / "bare"
+    (root / "layerdb").mkdir(parents=True)
+    assert run_cli(capsys, root, "ls").code == 0
+    assert sorted(p.name for p in root.rglob("*")) == ["layerdb"]
