@@ -7,6 +7,7 @@ a name given without a tag means ``:latest``, as on docker's command line.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from imagestore.moby.digest import is_image_id
@@ -36,20 +37,220 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
     return name, tag, digest or None
 
 
-def normalize_reference(text: str) -> str:
-    """What a user typed into the key ``repositories.json`` uses (``web`` → ``web:latest``)."""
-    name, tag, digest = split_reference(text)
-    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/"):
-        if name.startswith(prefix) and name.count("/") >= 1:
-            name = name[len(prefix) :]
-            break
+# -- docker's reference grammar -------------------------------------------------------------
+# Ported from github.com/distribution/reference v0.6.0 (regexp.go, reference.go, normalize.go,
+# helpers.go), the package moby and docker/cli use, with digest.Parse from
+# github.com/opencontainers/go-digest v1.0.0 (the version moby vendors). Go's ``\w`` and
+# ``[[:xdigit:]]`` are ASCII-only, hence ``re.ASCII``; Go's leftmost-first submatches are what
+# Python's ``re`` gives for these patterns.
+
+def _optional(*res: str) -> str:
+    return "(?:" + "".join(res) + ")?"
+
+
+def _any_times(*res: str) -> str:
+    return "(?:" + "".join(res) + ")*"
+
+
+def _capture(*res: str) -> str:
+    return "(" + "".join(res) + ")"
+
+
+_ALPHANUMERIC = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_DOMAIN_NAME_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_OPTIONAL_PORT = r"(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9A-Fa-f]{32,}"
+_IPV6_ADDRESS = r"\[(?:[a-fA-F0-9:]+)\]"
+_DOMAIN_NAME = _DOMAIN_NAME_COMPONENT + r"(?:\." + _DOMAIN_NAME_COMPONENT + ")*"
+_HOST = "(?:" + _DOMAIN_NAME + "|" + _IPV6_ADDRESS + ")"
+_DOMAIN_AND_PORT = _HOST + _OPTIONAL_PORT
+_PATH_COMPONENT = _ALPHANUMERIC + _any_times(_SEPARATOR + _ALPHANUMERIC)
+_REMOTE_NAME = _PATH_COMPONENT + _any_times("/" + _PATH_COMPONENT)
+_NAME = _optional(_DOMAIN_AND_PORT + "/") + _REMOTE_NAME
+
+# Used with ``fullmatch``, which is Go's ``anchored(...)``.
+_REFERENCE_RE = re.compile(
+    _capture(_NAME) + _optional(":", _capture(_TAG)) + _optional("@", _capture(_DIGEST)),
+    re.ASCII)
+_NAME_RE = re.compile(_optional(_capture(_DOMAIN_AND_PORT), "/") + _capture(_REMOTE_NAME),
+                      re.ASCII)
+_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
+
+# go-digest v1.0.0: the registered algorithms and the length of their lower-case hex.
+_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_HEX_RE = re.compile(r"[a-f0-9]+")
+
+REPOSITORY_NAME_TOTAL_LENGTH_MAX = 255
+_DEFAULT_DOMAIN = "docker.io"
+_LEGACY_DEFAULT_DOMAIN = "index.docker.io"
+_OFFICIAL_REPO_PREFIX = "library/"
+_DEFAULT_TAG = "latest"
+_LOCALHOST = "localhost"
+
+
+class InvalidReference(ValueError):
+    """A string docker's reference parser refuses; the message is docker's."""
+
+
+@dataclass(frozen=True)
+class NamedReference:
+    """A parsed, normalised reference: ``domain/path[:tag][@digest]``."""
+
+    domain: str
+    path: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def familiar_name(self) -> str:
+        """``FamiliarName``: ``docker.io/`` and a lone ``library/`` left off."""
+        domain, path = self.domain, self.path
+        if domain == _DEFAULT_DOMAIN:
+            domain = ""
+            if path.startswith(_OFFICIAL_REPO_PREFIX):
+                rest = path[len(_OFFICIAL_REPO_PREFIX):]
+                if "/" not in rest:
+                    path = rest
+        return f"{domain}/{path}" if domain else path
+
+    def familiar_string(self) -> str:
+        """``FamiliarString``: the form docker shows, and keys ``repositories.json`` with."""
+        out = self.familiar_name()
+        if self.tag:
+            out += ":" + self.tag
+        if self.digest:
+            out += "@" + self.digest
+        return out
+
+
+def _validate_digest(text: str) -> None:
+    """go-digest's ``Digest.Validate``, with its default algorithms."""
+    alg, sep, encoded = text.partition(":")
+    if not sep or not encoded:
+        raise InvalidReference("invalid checksum digest format")
+    size = _DIGEST_HEX_LENGTHS.get(alg)
+    if size is None:
+        if not re.fullmatch(_DIGEST, text, re.ASCII):
+            raise InvalidReference("invalid checksum digest format")
+        raise InvalidReference("unsupported digest algorithm")
+    if len(encoded) != size or not _HEX_RE.fullmatch(encoded):
+        raise InvalidReference("invalid checksum digest length"
+                               if len(encoded) != size else "invalid checksum digest format")
+
+
+def _parse(s: str) -> NamedReference:
+    """``reference.Parse``."""
+    if not s:
+        raise InvalidReference("repository name must have at least one component")
+    m = _REFERENCE_RE.fullmatch(s)
+    if m is None:
+        if s.lower() != s and _REFERENCE_RE.fullmatch(s.lower()) is not None:
+            raise InvalidReference("repository name must be lowercase")
+        raise InvalidReference("invalid reference format")
+    name, tag, digest = m.group(1), m.group(2), m.group(3)
+    nm = _NAME_RE.fullmatch(name)
+    domain, path = (nm.group(1) or "", nm.group(2)) if nm is not None else ("", name)
+    if len(path) > REPOSITORY_NAME_TOTAL_LENGTH_MAX:
+        raise InvalidReference(
+            f"repository name must not be more than {REPOSITORY_NAME_TOTAL_LENGTH_MAX} characters")
     if digest:
-        return f"{name}@{digest}" if tag is None else f"{name}:{tag}@{digest}"
-    return f"{name}:{tag or 'latest'}"
+        _validate_digest(digest)
+    return NamedReference(domain, path, tag or None, digest or None)
+
+
+def _split_docker_domain(name: str) -> tuple[str, str]:
+    """``splitDockerDomain``: the domain (``docker.io`` when none) and the rest."""
+    maybe_domain, slash, maybe_remote = name.partition("/")
+    if not slash:
+        return _DEFAULT_DOMAIN, _OFFICIAL_REPO_PREFIX + name
+    if maybe_domain == _LOCALHOST:
+        domain, remote = maybe_domain, maybe_remote
+    elif maybe_domain == _LEGACY_DEFAULT_DOMAIN:
+        domain, remote = _DEFAULT_DOMAIN, maybe_remote
+    elif "." in maybe_domain or ":" in maybe_domain or maybe_domain.lower() != maybe_domain:
+        domain, remote = maybe_domain, maybe_remote
+    else:
+        domain, remote = _DEFAULT_DOMAIN, name
+    if domain == _DEFAULT_DOMAIN and "/" not in remote:
+        remote = _OFFICIAL_REPO_PREFIX + remote
+    return domain, remote
+
+
+def parse_normalized_named(s: str) -> NamedReference:
+    """``reference.ParseNormalizedNamed``: a familiar or full name, with its tag and digest
+    as given; ``InvalidReference`` with docker's message for what docker refuses."""
+    if _IDENTIFIER_RE.fullmatch(s):
+        raise InvalidReference(
+            f"invalid repository name ({s}), cannot specify 64-byte hexadecimal strings")
+    domain, remainder = _split_docker_domain(s)
+    remote = remainder.partition(":")[0]
+    if remote.lower() != remote:
+        raise InvalidReference(
+            f"invalid reference format: repository name ({remote}) must be lowercase")
+    return _parse(domain + "/" + remainder)
+
+
+def parse_docker_ref(s: str) -> NamedReference:
+    """``reference.ParseDockerRef``: as ``parse_normalized_named``, then a tag and a digest
+    keep only the digest (moby's reference store does the same: ``favorDigest`` and
+    ``store.Get``), and a bare name gets ``:latest`` (``TagNameOnly``)."""
+    ref = parse_normalized_named(s)
+    if ref.digest:
+        return NamedReference(ref.domain, ref.path, None, ref.digest)
+    if ref.tag is None:
+        return NamedReference(ref.domain, ref.path, _DEFAULT_TAG, None)
+    return ref
+
+
+def normalize_reference(text: str) -> str:
+    """What a user typed into the key ``repositories.json`` uses, as moby's reference store
+    looks it up: ``bb`` → ``bb:latest``, ``docker.io/library/bb:1.35`` → ``bb:1.35``,
+    ``bb:1.35@sha256:…`` → ``bb@sha256:…``. What docker refuses as a name (``FOO``, a bare
+    64-hex ID, …) comes back unchanged; it then matches no key ``parse_repositories`` keeps,
+    since every key kept is its own normal form."""
+    try:
+        return parse_docker_ref(text).familiar_string()
+    except InvalidReference:
+        return text
+
+
+def _check_repository(repo: str) -> str | None:
+    """Why ``repo`` is not a repository name as docker writes it, or ``None``."""
+    try:
+        named = parse_normalized_named(repo)
+    except InvalidReference as exc:
+        return str(exc)
+    if named.tag is not None or named.digest is not None:
+        return "not a repository name (has a tag or digest)"
+    if named.familiar_name() != repo:
+        return f"not in docker's familiar form (docker writes {named.familiar_name()!r})"
+    if repo == "sha256":
+        return "ambiguous: the name of a digest algorithm (docker refuses it)"
+    return None
+
+
+def _check_key(ref: str, repo: str) -> tuple[NamedReference | None, str]:
+    """The parsed key, or why it is not a key docker would write under ``repo``."""
+    try:
+        named = parse_normalized_named(ref)
+    except InvalidReference as exc:
+        return None, str(exc)
+    if named.tag is None and named.digest is None:
+        return None, "has neither a tag nor a digest (docker always writes one)"
+    if named.tag is not None and named.digest is not None:
+        return None, "has both a tag and a digest (docker stores only the digest)"
+    if named.familiar_string() != ref:
+        return None, f"not in docker's familiar form (docker writes {named.familiar_string()!r})"
+    if named.familiar_name() != repo:
+        return None, f"filed under repository {repo!r}, but names {named.familiar_name()!r}"
+    return named, ""
 
 
 def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
-    """All well-formed references, and one problem line for each entry that is not."""
+    """All well-formed references, and one problem line for each entry that is not: a
+    repository or reference docker's grammar refuses, not written as docker writes it
+    (familiar form, filed under its own repository), or not naming an image ID."""
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -63,12 +264,20 @@ def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
         if not isinstance(entries, dict):
             problems.append(f"repository {repo!r}: not an object")
             continue
+        why = _check_repository(repo)
+        if why is not None:
+            problems.append(f"repository {repo[:300]!r}: invalid repository name: {why[:300]}; "
+                            f"{len(entries)} reference(s) in it skipped")
+            continue
         for ref, image_id in entries.items():
+            named, why = _check_key(ref, repo)
+            if named is None:
+                problems.append(f"reference {ref[:300]!r}: invalid reference: {why[:300]}")
+                continue
             if not isinstance(image_id, str) or not is_image_id(image_id):
                 problems.append(f"reference {ref!r}: not an image ID: {str(image_id)[:80]!r}")
                 continue
-            name, tag, digest = split_reference(ref)
-            refs.append(Reference(ref, name, tag, digest, image_id))
+            refs.append(Reference(ref, repo, named.tag, named.digest, image_id))
     return refs, problems
 
 
