@@ -125,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                  standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("imagestore: aborted", err=True)
-        sys.exit(1)
+    except click.exceptions.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        click.echo("imagestore: interrupted", err=True)
+        sys.exit(130)
     except click.ClickException as exc:
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             click.echo(exc.ctx.get_usage(), err=True)
@@ -138,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except BrokenPipeError:
         sys.stderr.close()
+        sys.exit(1)
+    except OSError as exc:  # a path the tool could not read or write, and why
+        if os.environ.get("IMAGESTORE_DEBUG"):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"imagestore: cannot access{where}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("IMAGESTORE_DEBUG"):

@@ -11,15 +11,25 @@ from pathlib import Path
 
 from imagestore.errors import IndexUnavailable
 
+# Descriptors of the writers' locks this process holds: a forked worker closes its copies
+# (an flock belongs to the open file, so a worker outliving its parent would hold it).
+_HELD: set[int] = set()
+
+
+def held() -> tuple[int, ...]:
+    return tuple(_HELD)
+
 
 @contextlib.contextmanager
 def writer_lock(path: Path) -> Iterator[None]:
     with unavailable(path, "cannot lock index"):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _HELD.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)
 
 

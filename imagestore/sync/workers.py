@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import functools
 import multiprocessing
 import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import TypeVar
+
+from imagestore.index.locks import held
 
 # Below this many items a pass stays in-process: starting workers costs more than it saves.
 PARALLEL_MIN = 4000
@@ -52,10 +56,27 @@ def shared_workers() -> Iterator[None]:
     token = _SHARED.set(shared)
     try:
         yield
+    except BaseException:
+        if shared.pool is not None:  # interrupted or failed: the work left is not wanted
+            _stop(shared.pool)
+            shared.pool = None
+        raise
     finally:
         _SHARED.reset(token)
         if shared.pool is not None:
             shared.pool.shutdown()
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End a pool's workers now, not after the chunks they are working on."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, AttributeError):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            process.join(5)
 
 
 def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[T], *,
@@ -105,7 +126,27 @@ def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("fork"))
+                               mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_start, initargs=(os.getpid(), held()))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_start(parent: int, locks: tuple[int, ...]) -> None:
+    """A worker never holds its parent's writers' lock, and never outlives its parent,
+    whatever signal ended it: otherwise a killed sync leaves workers that keep the lock and
+    every later writer waits forever."""
+    for fd in locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    # Ctrl-C reaches the whole process group: the parent alone decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool(shared: _Shared) -> ProcessPoolExecutor:
