@@ -47,11 +47,43 @@ class ReadOnlyStore(ImageStoreError):
 
 
 class DaemonRunning(ImageStoreError):
-    """A live ``dockerd`` owns the root: writing under it would corrupt its view."""
+    """A live ``dockerd`` owns the root (``sure``), or may and which cannot be told (``reason``
+    says why): writing under it would corrupt its view.
+
+    ``pid`` is the daemon's (``None`` when unknown), ``what`` the refused action. ``str()`` ends
+    with the library's override, ``force=True``; ``message(flag)`` names another one (the
+    command line's ``--force``).
+    """
+
+    def __init__(self, what: str, pid: int | None = None, sure: bool = True,
+                 reason: str = "") -> None:
+        super().__init__(what, pid, sure, reason)  # args rebuild it (pickle, copy)
+        self.what = what
+        self.pid = pid
+        self.sure = sure
+        self.reason = reason
+
+    def message(self, flag: str) -> str:
+        """The explanation, ending with the advice to override with ``flag``."""
+        daemon = "a dockerd" if self.pid is None else f"dockerd (pid {self.pid})"
+        if self.sure:
+            return (f"cannot {self.what}: {daemon} is using this root; stop it first, "
+                    f"or pass {flag} at the risk of corrupting its view")
+        why = f": {self.reason}" if self.reason else ""
+        return (f"cannot {self.what}: cannot tell whether {daemon} uses this root{why}; "
+                f"stop it first, or if it does not use this root, pass {flag}")
+
+    def __str__(self) -> str:
+        return self.message("force=True")
 
 
 class IndexUnavailable(ImageStoreError):
     """The index cannot be opened or brought to the current schema."""
+
+
+class IndexCorrupt(IndexUnavailable):
+    """The index's storage is damaged. It is derived data: rebuilding it from the root
+    (``Store.sync(full=True)``, ``imagestore sync --full``) loses nothing."""
 
 
 __all__ = [
@@ -60,6 +92,7 @@ __all__ = [
     "DigestMismatch",
     "ImageNotFound",
     "ImageStoreError",
+    "IndexCorrupt",
     "IndexUnavailable",
     "InvalidConfigType",
     "InvalidImageConfig",

@@ -4,6 +4,7 @@ one is built aside and filled by its first sync before anyone can see it), then 
 from __future__ import annotations
 
 import os
+import warnings
 
 from imagestore.index import Index, Writer
 from imagestore.moby.root import Root, find_root
@@ -33,11 +34,17 @@ def open(
         # A new index is synced before anyone else can see it.
         built.append(run(tx, Root(image_root), progress=progress))
 
+    # The index is derived data: never among the files it mirrors, nor beside them.
+    inside = [image_root, *([image_root.parent.parent] if image_root.parent.name == "image"
+                            else [])]
     store = Store(image_root, Index.open(index, image_root, readonly=readonly,
-                                         fill=fill if sync else None),
+                                         fill=fill if sync else None, forbidden=inside),
                   readonly=readonly, force=force)
     if built:
         store.last_sync = built[-1]
+    elif sync and store.index.frozen:
+        warnings.warn(f"index {store.index.location()} cannot be written: answering from it "
+                      f"as it stands, without syncing", stacklevel=2)
     elif sync:
         try:
             store.sync(progress=progress)

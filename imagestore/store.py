@@ -16,6 +16,7 @@ from imagestore.errors import (
     AmbiguousImageID,
     ImageNotFound,
     ImageStoreError,
+    IndexCorrupt,
     InvalidConfigType,
     InvalidImageConfig,
     LayerNotFound,
@@ -234,9 +235,17 @@ class Store:
     def sync(self, *, full: bool = False, progress: Progress | None = None) -> SyncReport:
         """Bring the index up to date with the root (``full``: rebuild it from scratch;
         ``progress(phase, done, total)``: told as entries are read)."""
-        with self.index.write() as tx:
-            self.last_sync = run(tx, self.root, full=full, progress=progress)
-            return self.last_sync
+        try:
+            with self.index.write() as tx:
+                self.last_sync = run(tx, self.root, full=full, progress=progress)
+                return self.last_sync
+        except IndexCorrupt:
+            if self.readonly:
+                raise
+        reports: list[SyncReport] = []  # derived data: set aside and built again
+        self.index.rebuild(lambda tx: reports.append(run(tx, self.root, progress=progress)))
+        self.last_sync = reports[-1]
+        return self.last_sync
 
 
 __all__ = ["Store", "image_id_of"]

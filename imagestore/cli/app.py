@@ -18,8 +18,9 @@ from typing import Any
 import click
 
 import imagestore
-from imagestore.errors import ImageStoreError
+from imagestore.errors import ImageStoreError, IndexCorrupt
 from imagestore.store import Store
+from imagestore.sync import run
 
 
 class Context:
@@ -28,11 +29,13 @@ class Context:
         self.index = index
         self.readonly = readonly
         self.force = force
+        self.writes = False  # the command asked for a writable store
         self._store: Store | None = None
 
     def store(self, *, write: bool = False, sync: bool = True) -> Store:
         if self.root is None:
             raise click.UsageError("no store given: pass --root DIR or set IMAGESTORE_ROOT")
+        self.writes |= write
         if self._store is None:
             if write and self.readonly:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
@@ -44,6 +47,38 @@ class Context:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+    def recover(self, exc: IndexCorrupt) -> bool:
+        """After a command met a damaged index: set it aside and rebuild it from the root
+        (unless ``--readonly``); True when the command may simply run again (it wrote
+        nothing)."""
+        store = self._store
+        if store is None or self.readonly:
+            raise exc
+        warnings.warn(f"{exc}; rebuilding it", stacklevel=2)
+        store.index.rebuild(lambda tx: run(tx, store.root))
+        if self.writes:
+            raise ImageStoreError(f"index {store.index.location()} was corrupt and has been "
+                                  f"rebuilt from the root; the command may have changed the "
+                                  f"disk before it failed: check, and run it again")
+        return True
+
+
+class Command(click.Command):
+    """Runs once more after a damaged index was rebuilt, when it wrote nothing."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IndexCorrupt as exc:
+            obj = ctx.find_object(Context)
+            if obj is None or not obj.recover(exc):
+                raise
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    command_class = Command
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -94,7 +129,7 @@ def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[...
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="IMAGESTORE_ROOT", metavar="DIR",
               help="Image root (…/image/<driver>) or a Docker data-root. [env: IMAGESTORE_ROOT]")
 @click.option("--index", envvar="IMAGESTORE_INDEX", metavar="PATH|URL",
@@ -119,7 +154,13 @@ def _warn(message: Warning | str, category: type[Warning], filename: str, lineno
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    warnings.showwarning = _warn
+    with warnings.catch_warnings():  # every warning of this run, printed as one line
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _warn
+        _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="imagestore",
                  standalone_mode=False)

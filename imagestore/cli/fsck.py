@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import chain_id, is_text
@@ -51,9 +52,16 @@ def check(store: Store) -> list[Finding]:
         fresh.close()
     findings = [_from_problem(p) for p in report.problems]
     findings += _leftovers(root)
-    stored = listing.contents(store.index)
     kind = ProblemKind.INDEX
-    for what, rows in truth.items():
+    damage = store.index.damage()
+    try:
+        stored = {} if damage else listing.contents(store.index)
+    except IndexCorrupt as exc:
+        damage = [str(exc)]
+    if damage:
+        findings.append(Finding.of(kind, store.index.location(),
+                                   f"the index file is damaged: {damage[0]}"))
+    for what, rows in truth.items() if stored else ():
         findings += [Finding.of(kind, str(row[0]), f"{what} on disk missing from index")
                      for row in sorted(rows - stored[what], key=str)]
         findings += [Finding.of(kind, str(row[0]), f"{what} in index not on disk")
@@ -127,10 +135,12 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
         else:
             target.unlink(missing_ok=True)
         repaired.append(f)
-    if any(f.check == ProblemKind.INDEX for f in findings) or repaired:
+    stale = [f for f in findings if f.check == ProblemKind.INDEX]
+    if store.index.damage():
+        store.index.rebuild(lambda tx: run(tx, store.root))
+    elif stale or repaired:
         store.sync(full=True)
-        repaired += [f for f in findings if f.check == ProblemKind.INDEX]
-    return repaired
+    return repaired + stale
 
 
 __all__ = ["Finding", "check", "repair"]

@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql import ClauseElement
 
+from imagestore.errors import IndexUnavailable
 from imagestore.index import sqlbox
 from imagestore.index.backends import Backend, for_url
 from imagestore.index.backends.base import Result
 from imagestore.index.engine import (
+    corrupt,
     current_revision,
     index_url,
     make_engine,
     prepare,
+    rebuild,
     state_dir,
     upgrade,
 )
@@ -43,11 +47,20 @@ class Index:
 
     @classmethod
     def open(cls, index: str | os.PathLike[str] | None, image_root: Path, *, readonly: bool,
-             fill: Callable[[Writer], None] | None = None) -> Index:
+             fill: Callable[[Writer], None] | None = None,
+             forbidden: Sequence[Path] = ()) -> Index:
         """The index ``index`` (``None``: the default file for ``image_root``, a path, or an
         SQLAlchemy URL), created and migrated as needed. A new index is filled by ``fill``
-        inside its first write transaction, before any other process can see it."""
+        inside its first write transaction, before any other process can see it. An index
+        file inside one of the ``forbidden`` folders is refused before anything is done."""
         backend = for_url(index_url(index, image_root))
+        if backend.file is not None:
+            real = os.path.realpath(backend.file)
+            for folder in forbidden:
+                top = os.path.realpath(folder)
+                if os.path.commonpath([real, top]) == top:
+                    raise IndexUnavailable(f"index {backend.file} is inside the Docker root "
+                                           f"{folder}; keep it elsewhere")
         lock = backend.lock_path(state_dir(), image_root)
 
         def filled(conn: Connection) -> None:
@@ -57,6 +70,21 @@ class Index:
         engine = prepare(backend, readonly=readonly, lock=lock,
                          fill=filled if fill is not None else None)
         return cls(backend, engine, lock)
+
+    def rebuild(self, fill: Callable[[Writer], object]) -> None:
+        """Set this (corrupt) index aside and build it again, filled by ``fill``; raises the
+        ``IndexCorrupt`` it was given where the backend cannot set an index aside."""
+        if self.file is None or self._lock is None:
+            raise IndexUnavailable(f"index {self.location()} is corrupt and cannot be rebuilt "
+                                   f"here")
+        self.close()
+        def filled(conn: Connection) -> None:
+            fill(Writer(conn, self.backend))
+
+        rebuild(self.backend, self._lock, filled)
+        self.engine = make_engine(self.backend)
+        upgrade(self.engine)
+        self._reader = self.backend.fast_reader(self.engine)
 
     @classmethod
     def scratch(cls) -> Index:
@@ -71,41 +99,68 @@ class Index:
     def file(self) -> Path | None:
         return self.backend.file
 
+    @property
+    def frozen(self) -> bool:
+        """The index cannot be written: it answers as it stands, and is never synced."""
+        return self.backend.frozen
+
     def location(self) -> str:
         return self.backend.location()
 
     def revision(self) -> str | None:
         return current_revision(self.engine)
 
+    def damage(self) -> list[str]:
+        """What the database finds wrong with its own storage (``[]``: nothing); reads the
+        whole index, so it is for fsck, not for every open."""
+        return self.backend.damage(self.engine)
+
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Reader]:
-        with self.engine.connect() as conn, conn.begin():
+        with self.checked(), self.engine.connect() as conn, conn.begin():
             yield Reader(conn, self.backend)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Writer]:
         """The writers' lock (one writer per index at a time), then a write transaction."""
-        with contextlib.ExitStack() as stack:
+        if self.frozen:
+            raise IndexUnavailable(f"index {self.location()} cannot be written")
+        with self.checked(), contextlib.ExitStack() as stack:
             if self._lock is not None:
                 stack.enter_context(writer_lock(self._lock))
             conn = stack.enter_context(self.engine.connect().execution_options(write=True))
             stack.enter_context(conn.begin())
             yield Writer(conn, self.backend)
 
+    @contextlib.contextmanager
+    def checked(self) -> Iterator[None]:
+        """A damaged index's errors, wherever they surface, as one ``IndexCorrupt``."""
+        import sqlite3
+
+        try:
+            yield
+        except (DatabaseError, sqlite3.DatabaseError) as exc:
+            if self.backend.is_corrupt(exc):
+                raise corrupt(self.backend, exc) from None
+            raise
+
     # -- fast reads ---------------------------------------------------------------------------
     def prefix(self, lo: str, hi: str, limit: int) -> list[str]:
         """Up to ``limit`` image IDs in [lo, hi), sorted."""
-        return [row[0] for row in self._reader.rows(PREFIX_SQL, {"lo": lo, "hi": hi,
-                                                                 "n": limit})]
+        with self.checked():
+            rows = self._reader.rows(PREFIX_SQL, {"lo": lo, "hi": hi, "n": limit})
+        return [row[0] for row in rows]
 
     def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
         """Every row of each query as a plain tuple, all from one snapshot."""
-        return self._reader.fetch(*queries)
+        with self.checked():
+            return self._reader.fetch(*queries)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> Result:
         """One read-only statement, through the sandbox."""
-        return sqlbox.run(self.backend, self.engine, query, params)
+        with self.checked():
+            return sqlbox.run(self.backend, self.engine, query, params)
 
     def close(self) -> None:
         self._reader.close()

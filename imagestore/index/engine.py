@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from imagestore.errors import IndexUnavailable
+from imagestore.errors import IndexCorrupt, IndexUnavailable
 from imagestore.index.backends import Backend
 from imagestore.index.backends.base import Fill
 
@@ -59,22 +59,30 @@ def index_url(index: str | os.PathLike[str] | None, root: Path) -> str:
     if index is None:
         index = default_index_path(root)
     text = os.fspath(index)
+    if not text.strip():
+        raise IndexUnavailable("the index path is empty (give a file path or a URL)")
     for short in ("postgresql://", "postgres://"):
         if text.startswith(short):  # the driver imagestore depends on: psycopg (3)
             text = "postgresql+psycopg://" + text[len(short):]
-    if "://" in text:
-        try:
-            make_url(text)
-        except ArgumentError as exc:
-            raise IndexUnavailable(f"invalid index URL {text!r}: {exc}") from None
-        return text
-    return "sqlite:///" + os.path.abspath(text)
+    if "://" not in text:
+        return "sqlite:///" + os.path.abspath(text)
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise IndexUnavailable(f"invalid index URL {text!r}: {exc}") from None
+    database = url.database
+    if url.get_backend_name() == "sqlite" and database and database != ":memory:" \
+            and not database.startswith("file:") and not os.path.isabs(database):
+        # Relative to where the command runs, as a plain path would be.
+        return url.set(database=os.path.abspath(database)).render_as_string(
+            hide_password=False)
+    return text
 
 
 def make_engine(backend: Backend) -> Engine:
     backend.prepare()
     try:
-        engine = create_engine(backend.url, connect_args=backend.connect_args())
+        engine = create_engine(backend.engine_url(), connect_args=backend.connect_args())
     except (ArgumentError, ImportError) as exc:
         raise IndexUnavailable(f"cannot use index {backend.url!r}: {exc}") from None
     backend.configure(engine)
@@ -159,7 +167,17 @@ def prepare(backend: Backend, *, readonly: bool, lock: Path, fill: Fill | None =
 
     A new index is built by the backend, filled by ``fill`` (one write transaction) before
     anyone sees it; a corrupt one is set aside and rebuilt the same way (it is derived
-    data), except when opened read-only."""
+    data), except when opened read-only. A file that is not recognisably an index of ours
+    is never touched. An index that cannot be written is used as it stands."""
+    backend.identify()
+    if backend.frozen:
+        engine = make_engine(backend)
+        revision = current_revision(engine)
+        if revision != HEAD:
+            engine.dispose()
+            raise IndexUnavailable(f"index {backend.location()} cannot be written and is at "
+                                   f"revision {revision}, not {HEAD}: it needs an upgrade")
+        return engine
     backend.build(lock, upgrade, fill)
     engine = make_engine(backend)
     try:
@@ -171,12 +189,22 @@ def prepare(backend: Backend, *, readonly: bool, lock: Path, fill: Fill | None =
             raise IndexUnavailable(f"cannot open index {backend.location()}: "
                                    f"{exc.orig or exc}") from None
         if readonly:
-            raise IndexUnavailable(f"index {backend.location()} is corrupt; open without "
-                                   f"--readonly to rebuild it") from None
-    aside = backend.set_aside()
-    warnings.warn(f"index {backend.location()} is corrupt: moved to {aside} and rebuilt from "
-                  f"the root", stacklevel=3)
-    backend.build(lock, upgrade, fill)  # which removes the corrupt index's logs
+            raise corrupt(backend, exc) from None
+    rebuild(backend, lock, fill)
     engine = make_engine(backend)
     upgrade(engine)
     return engine
+
+
+def corrupt(backend: Backend, exc: BaseException) -> IndexCorrupt:
+    detail = getattr(exc, "orig", None) or exc
+    return IndexCorrupt(f"index {backend.location()} is corrupt ({detail}); rebuild it with "
+                        f"`imagestore sync --full` (Store.sync(full=True)) or delete it")
+
+
+def rebuild(backend: Backend, lock: Path, fill: Fill | None) -> None:
+    """Set a corrupt index aside (it is derived data) and build it again from the root."""
+    aside = backend.set_aside()
+    warnings.warn(f"index {backend.location()} is corrupt: moved to {aside} and rebuilt from "
+                  f"the root", stacklevel=4)
+    backend.build(lock, upgrade, fill)  # which removes the corrupt index's logs

@@ -83,7 +83,23 @@ class Backend(ABC):
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return state_dir / f"{key}.lock"
 
+    # -- is it ours? --------------------------------------------------------------------------
+    def identify(self) -> None:
+        """Raise unless the database is empty or recognisably an index of ours: nothing else
+        is ever written to, let alone set aside as corrupt."""
+        return
+
+    @property
+    def frozen(self) -> bool:
+        """The index exists but cannot be written (a read-only file or file system): it is
+        read as it stands, neither migrated nor synced."""
+        return False
+
     # -- connecting ---------------------------------------------------------------------------
+    def engine_url(self) -> str:
+        """The URL the engine connects with (a frozen index is opened read-only)."""
+        return self.url
+
     def prepare(self) -> None:
         """Anything to do before the first connection (create a file, check modes)."""
         return
@@ -107,6 +123,10 @@ class Backend(ABC):
     def is_corrupt(self, exc: BaseException) -> bool:
         """An error that means the index's storage is unusable (not a lost connection)."""
         return False
+
+    def damage(self, engine: Engine) -> list[str]:
+        """What the database's own check of its storage finds wrong (nothing: ``[]``)."""
+        return []
 
     def set_aside(self) -> str:
         """Move a corrupt index out of the way (it is derived data); where it went."""

@@ -22,6 +22,10 @@ from imagestore.index.fastread import SQLiteReader
 from imagestore.index.locks import unavailable, writer_lock
 
 BUSY_TIMEOUT_S = 60.0
+# Written in the header of every index we create, so that a file can be told to be ours
+# before anything is written to it or it is set aside as corrupt ("imgs").
+APPLICATION_ID = 0x696D6773
+_HEADER = b"SQLite format 3\x00"
 # Configs are a few KB each: on larger pages several share one (figures in
 # docs/performance.md); an older index keeps the page size it was made with.
 PAGE_SIZE = 32768
@@ -37,6 +41,45 @@ class SQLiteBackend(Backend):
         super().__init__(url)
         database = make_url(url).database
         self._file = Path(database) if database and database != ":memory:" else None
+        self._frozen = self._file is not None and _cannot_write(self._file)
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def identify(self) -> None:
+        path = self._file
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as f:
+                head = f.read(100)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise IndexUnavailable(f"cannot read index {path}: {exc.strerror or exc}") from None
+        if not head:
+            return  # an empty file: a new index
+        if len(head) < 100 or not head.startswith(_HEADER):
+            raise IndexUnavailable(f"{path} is not an imagestore index (not an SQLite "
+                                   f"database); not touching it")
+        if int.from_bytes(head[68:72], "big") == APPLICATION_ID:
+            return
+        # An index made before application IDs, or another program's database.
+        try:
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            try:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            raise IndexUnavailable(f"{path} is damaged and cannot be recognised as an "
+                                   f"imagestore index; not touching it (remove it yourself "
+                                   f"to rebuild the index)") from None
+        if tables and not {"alembic_version", "images"} <= tables:
+            raise IndexUnavailable(f"{path} is an SQLite database but not an imagestore "
+                                   f"index; not touching it")
 
     @property
     def file(self) -> Path | None:
@@ -47,8 +90,13 @@ class SQLiteBackend(Backend):
             return super().lock_path(state_dir, root)
         return self._file.with_name(self._file.name + ".lock")
 
+    def engine_url(self) -> str:
+        if self._file is None or not self._frozen:
+            return self.url
+        return "sqlite:///" + _readonly_uri(self._file) + "&uri=true"
+
     def prepare(self) -> None:
-        if self._file is not None:
+        if self._file is not None and not self._frozen:
             try:
                 _prepare_file(self._file)
             except OSError as exc:
@@ -70,8 +118,11 @@ class SQLiteBackend(Backend):
             cur.execute("PRAGMA foreign_keys = ON")
             if building:
                 cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                cur.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 cur.execute("PRAGMA journal_mode = MEMORY")
                 cur.execute("PRAGMA synchronous = OFF")
+            elif self._frozen:
+                cur.execute("PRAGMA query_only = ON")
             else:
                 # Only a new, empty file takes it (before WAL is on).
                 cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
@@ -126,6 +177,14 @@ class SQLiteBackend(Backend):
         text = str(exc).lower()
         return "file is not a database" in text or "malformed" in text
 
+    def damage(self, engine: Engine) -> list[str]:
+        try:
+            with engine.connect() as conn:
+                found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check")]
+        except Exception as exc:  # a header or schema too damaged to check
+            return [str(getattr(exc, "orig", None) or exc)]
+        return [] if found == ["ok"] else found
+
     def set_aside(self) -> str:
         path = self._file
         assert path is not None
@@ -142,7 +201,7 @@ class SQLiteBackend(Backend):
                 f"VALUES ({', '.join('?' * len(columns))})", list(rows))
 
     def fast_reader(self, engine: Engine) -> FastReader:
-        if self._file is None:
+        if self._file is None or self._frozen:
             return super().fast_reader(engine)
         return SQLiteReader(self._file, engine.dialect)
 
@@ -150,7 +209,7 @@ class SQLiteBackend(Backend):
         """On a connection opened read-only whose authorizer denies anything but reads."""
         if self._file is None:
             raise ImageStoreError("sql: the index is not a file")
-        conn = sqlite3.connect(f"{self._file.as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(_readonly_uri(self._file), uri=True, timeout=30)
         try:
             def authorizer(action: int, *_args: object) -> int:
                 return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
@@ -161,9 +220,29 @@ class SQLiteBackend(Backend):
                 columns = [d[0] for d in cur.description or ()]
                 return columns, cur.fetchall()
             except (sqlite3.Error, sqlite3.Warning) as exc:
+                if self.is_corrupt(exc):
+                    raise
                 raise ImageStoreError(f"sql: {exc}") from None
         finally:
             conn.close()
+
+
+def _cannot_write(path: Path) -> bool:
+    """An existing index this process may not write (nor create its logs beside)."""
+    try:
+        exists = path.stat().st_size > 0
+    except OSError:
+        return False
+    return exists and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _readonly_uri(path: Path) -> str:
+    """A URI that opens the index without writing anything: read-only, and immutable when
+    its write-ahead log cannot be shared (no ``-shm`` beside it, and none may be made)."""
+    shm = Path(str(path) + "-shm")
+    if shm.exists() or os.access(path.parent, os.W_OK):
+        return f"{path.as_uri()}?mode=ro"
+    return f"{path.as_uri()}?mode=ro&immutable=1"
 
 
 def _prepare_folder(folder: Path) -> None:
