@@ -216,3 +216,34 @@ def test_info_names_the_index(capsys: pytest.CaptureFixture[str], real_root: Pat
     assert (data["images"], data["layers"], data["tags"], data["problems"]) == (39, 13, 12, 0)
     assert data["revision"] == db.head_revision()
     assert run_cli(capsys, real_root, "info", index=index).out.startswith(f"root: {real_root}")
+
+
+@pytest.mark.parametrize("args", [
+    ["ls", "--json", "--csv"], ["ls", "--nl", "--json"], ["ls", "-q", "--json"],
+    ["ls", "--csv", "-q"], ["sql", "SELECT 1", "--json", "--nl"],
+    ["sql", "SELECT 1", "--csv", "--json"],
+])
+def test_conflicting_output_options_are_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                                      real_root: Path, args: list[str]) -> None:
+    result = run_cli(capsys, real_root, *args)
+    assert result.code == 2
+    assert result.out == ""
+    assert "cannot be combined" in result.err
+
+
+def test_create_refuses_a_huge_file_without_reading_it(real_root: Path, tmp_path: Path) -> None:
+    """A 2 GiB file is refused after reading at most the limit: the process stays small."""
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(2 << 30)  # sparse: costs no disk
+    probe = ("import resource, sys\n"
+             "from imagestore.cli import main\n"
+             "try:\n    main(sys.argv[1:])\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", probe, "--root", str(real_root), "create",
+                           str(huge)], capture_output=True, text=True, timeout=120)
+    code, peak_mb = map(int, done.stdout.split())
+    assert code == 1
+    assert "larger than" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert peak_mb < 300  # 2 GiB read whole would show

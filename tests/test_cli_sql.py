@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,50 @@ def test_sync_problems_view_lists_skipped_entries(capsys: pytest.CaptureFixture[
     rows = run_cli(capsys, real_root, "sql", "SELECT * FROM sync_problems", "--json").json()
     assert [(r["path"], r["kind"]) for r in rows] == [
         ("imagedb/content/sha256/" + "ab" * 32, "digest-mismatch")]
+
+
+INFINITE = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT max(n) FROM c"
+
+
+def _cli(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "imagestore.cli", "--root", str(root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_a_query_stops_at_its_timeout(capsys: pytest.CaptureFixture[str],
+                                      real_root: Path) -> None:
+    started = time.monotonic()
+    result = run_cli(capsys, real_root, "sql", INFINITE, "--timeout", "0.5")
+    assert result.code == 1
+    assert result.err == "imagestore: sql: stopped after 0.5 s (--timeout)\n"
+    assert time.monotonic() - started < 30
+
+
+def test_ctrl_c_stops_a_query_cleanly(real_root: Path) -> None:
+    assert _cli(real_root, "sync").wait(timeout=60) == 0
+    proc = _cli(real_root, "sql", INFINITE, "--timeout", "0")
+    time.sleep(1.5)  # well into the query
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip() == "imagestore: interrupted"  # after the line ^C leaves
+
+
+def test_rows_stream_in_bounded_memory(real_root: Path) -> None:
+    """Two million rows go out as they come: the process never holds them all."""
+    assert _cli(real_root, "sync").wait(timeout=60) == 0
+    query = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 2000000)"
+             " SELECT n, 'some text to make rows wider' AS t FROM c")
+    probe = ("import resource, sys\n"
+             "from imagestore.cli import main\n"
+             "try:\n    main(sys.argv[1:])\n"
+             "finally:\n"
+             "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+             "    print(peak, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe, "--root", str(real_root), "sql", query,
+                           "--csv"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.count("\n")
+    assert lines == 2000001  # the header and every row
+    assert int(done.stderr.split()[-1]) < 150  # held whole, 2 million rows take far more

@@ -81,6 +81,13 @@ def test_writes_refused_while_dockerd_owns_the_root(real_root: Path, tmp_path: P
             assert (root / "imagedb/content/sha256" / resolve(store, "web:prod")[7:]).exists()
         with imagestore.open(root, index, force=True) as store:
             store.set_built_locally(resolve(store, "web:prod"))
+        refused = subprocess.run(
+            [sys.executable, "-m", "imagestore.cli", "--root", str(root), "--index", str(index),
+             "rm", "web:prod"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1
+        assert refused.stderr.endswith(
+            "or pass --force at the risk of corrupting its view\n")  # the CLI's own flag
+        assert "force=True" not in refused.stderr
     finally:
         daemon.kill()
         daemon.wait()

@@ -42,9 +42,9 @@ def test_real_store_on_postgresql_matches_sqlite(real_root: Path, pg_url: str,
                 report.image_rows(lite, all_images=True)
             assert [n.to_dict() for n in report.forest(store)] == \
                 [n.to_dict() for n in report.forest(lite)]
-        _, rows = store.index.sql("SELECT count(*) FROM image_list WHERE is_head")
+        rows = list(store.index.sql("SELECT count(*) FROM image_list WHERE is_head")[1])
         assert rows == [(8,)]
-        _, shared = store.index.sql("SELECT images FROM layer_usage ORDER BY images DESC")
+        shared = list(store.index.sql("SELECT images FROM layer_usage ORDER BY images DESC")[1])
         assert shared[0][0] == 24
 
 

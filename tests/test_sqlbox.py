@@ -67,11 +67,11 @@ def test_the_second_wall_refuses_writes_the_first_would_let_by(synced: Index, in
 
 def test_reads_answer_with_columns_and_bound_values(synced: Index) -> None:
     columns, rows = synced.sql("SELECT count(*) AS n, ? AS p FROM images", ("x",))
-    assert (columns, rows) == (["n", "p"], [(39, "x")])
+    assert (columns, list(rows)) == (["n", "p"], [(39, "x")])
     columns, rows = synced.sql(
         "WITH RECURSIVE up(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM up WHERE n < 3) "
         "SELECT n FROM up")
-    assert rows == [(1,), (2,), (3,)]
+    assert list(rows) == [(1,), (2,), (3,)]
 
 
 def test_a_bad_query_is_one_error_naming_the_problem(synced: Index) -> None:

@@ -8,6 +8,7 @@ exit 2; a traceback is never shown (set ``IMAGESTORE_DEBUG=1`` to see one).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 import imagestore
-from imagestore.errors import ImageStoreError, IndexCorrupt
+from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
 from imagestore.store import Store
 from imagestore.sync import run
 
@@ -118,13 +119,30 @@ def progress_bar() -> Iterator[ProgressBar | None]:
 
 
 def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--json`` (and ``--nl`` / ``--csv`` where asked) as one ``fmt`` argument."""
+    """``--json`` (and ``--nl`` / ``--csv`` where asked) as one ``fmt`` argument; asking
+    for two formats at once is a usage error, not a silent choice."""
+
+    def chosen(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value:
+            return
+        given = ctx.meta.setdefault("imagestore.formats", [])
+        given.append(param.name)
+        if len(given) > 1:
+            raise click.UsageError(f"--{given[0]} and --{given[1]} cannot be combined", ctx)
+        ctx.meta["imagestore.format"] = param.name
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            for name in ("json", *formats):
+                kwargs.pop(name, None)
+            ctx = click.get_current_context()
+            return fn(*args, fmt=ctx.meta.get("imagestore.format"), **kwargs)
+
         for name in reversed(("json", *formats)):
-            fn = click.option(f"--{name}", "fmt", flag_value=name,
-                              help=f"Output {name.upper()}.")(fn)
-        return fn
+            run = click.option(f"--{name}", name, is_flag=True, callback=chosen,
+                               expose_value=True, help=f"Output {name.upper()}.")(run)
+        return run
 
     return decorate
 
@@ -174,6 +192,9 @@ def _main(argv: Sequence[str] | None) -> None:
             click.echo(exc.ctx.get_usage(), err=True)
         click.echo(f"imagestore: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
+    except DaemonRunning as exc:
+        click.echo(f"imagestore: {_one_line(exc.message('--force'))}", err=True)
+        sys.exit(1)
     except ImageStoreError as exc:
         click.echo(f"imagestore: {_one_line(str(exc))}", err=True)
         sys.exit(1)

@@ -157,10 +157,18 @@ class Index:
         with self.checked():
             return self._reader.fetch(*queries)
 
-    def sql(self, query: str, params: Sequence[Any] = ()) -> Result:
-        """One read-only statement, through the sandbox."""
+    def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None
+            ) -> Result:
+        """One read-only statement through the sandbox: its columns, and its rows as they
+        come (stopped after ``timeout`` seconds)."""
         with self.checked():
-            return sqlbox.run(self.backend, self.engine, query, params)
+            columns, rows = sqlbox.run(self.backend, self.engine, query, params, timeout)
+
+        def checked_rows() -> Iterator[tuple[Any, ...]]:
+            with self.checked():
+                yield from rows
+
+        return columns, checked_rows()
 
     def close(self) -> None:
         self._reader.close()

@@ -32,10 +32,11 @@ def statement(query: str) -> str:
     return body
 
 
-def run(backend: Backend, engine: Engine, query: str, params: Sequence[Any] = ()) -> Result:
-    """Column names and rows of one read-only statement; anything else is refused and
-    nothing is written."""
-    return backend.readonly_query(engine, statement(query), params)
+def run(backend: Backend, engine: Engine, query: str, params: Sequence[Any] = (),
+        timeout: float | None = None) -> Result:
+    """Column names and rows (as they come) of one read-only statement, stopped after
+    ``timeout`` seconds; anything else is refused and nothing is written."""
+    return backend.readonly_query(engine, statement(query), params, timeout)
 
 
 __all__ = ["run", "statement"]

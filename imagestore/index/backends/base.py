@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from sqlalchemy.sql import ClauseElement
 Fill = Callable[[Connection], None]
 # Brings a new engine's database to the schema head.
 Upgrade = Callable[[Engine], None]
-# Column names and rows of a query.
-Result = tuple[list[str], list[tuple[Any, ...]]]
+# Column names and rows of a query (the rows as they come).
+Result = tuple[list[str], Iterator[tuple[Any, ...]]]
 
 
 class FastReader(ABC):
@@ -144,9 +144,12 @@ class Backend(ABC):
         return EngineReader(engine)
 
     @abstractmethod
-    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
-        """Run one statement the database itself guarantees cannot write; errors are raised
-        as ``ImageStoreError`` with the database's message."""
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
+                       timeout: float | None = None) -> Result:
+        """Run one statement the database itself guarantees cannot write, stopped after
+        ``timeout`` seconds; rows are fetched as they are iterated (millions of them must not
+        be held at once). Errors are raised as ``ImageStoreError`` with the database's
+        message."""
 
 
 def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, text
@@ -32,21 +32,35 @@ class PostgreSQLBackend(Backend):
                 f"INSERT INTO {table} ({', '.join(columns)}) "
                 f"VALUES ({', '.join(['%s'] * len(columns))})", list(rows))
 
-    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
+                       timeout: float | None = None) -> Result:
+        """In a read-only transaction with a statement timeout, through a server-side cursor."""
         if ";" in sql:
             raise ImageStoreError("sql: only a single statement is allowed")
         if params:
             raise ImageStoreError("sql: -p placeholders need an SQLite index")
-        with engine.connect() as conn:
+        conn = engine.connect().execution_options(stream_results=True, yield_per=1000)
+        try:
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if timeout:
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
+            result = conn.execute(text(sql))
+        except Exception as exc:
+            conn.close()
+            raise ImageStoreError(f"sql: {exc}") from None
+        columns = list(result.keys())
+
+        def rows() -> Iterator[tuple[Any, ...]]:
             try:
-                result = conn.execute(text(sql))
+                for row in result:
+                    yield tuple(row)
             except Exception as exc:
                 raise ImageStoreError(f"sql: {exc}") from None
-            columns = list(result.keys())
-            rows = [tuple(r) for r in result]
-            conn.rollback()
-        return columns, rows
+            finally:
+                conn.rollback()
+                conn.close()
+
+        return columns, rows()
 
 
 __all__ = ["PostgreSQLBackend"]

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -205,26 +206,54 @@ class SQLiteBackend(Backend):
             return super().fast_reader(engine)
         return SQLiteReader(self._file, engine.dialect)
 
-    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any]) -> Result:
-        """On a connection opened read-only whose authorizer denies anything but reads."""
+    def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
+                       timeout: float | None = None) -> Result:
+        """On a connection opened read-only whose authorizer denies anything but reads; a
+        progress handler stops the statement at its deadline (and lets Ctrl-C through)."""
         if self._file is None:
             raise ImageStoreError("sql: the index is not a file")
         conn = sqlite3.connect(_readonly_uri(self._file), uri=True, timeout=30)
-        try:
-            def authorizer(action: int, *_args: object) -> int:
-                return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+        deadline = None if not timeout else time.monotonic() + timeout
+        expired: list[bool] = []
 
-            conn.set_authorizer(authorizer)
-            try:
-                cur = conn.execute(sql, tuple(params))
-                columns = [d[0] for d in cur.description or ()]
-                return columns, cur.fetchall()
-            except (sqlite3.Error, sqlite3.Warning) as exc:
-                if self.is_corrupt(exc):
-                    raise
-                raise ImageStoreError(f"sql: {exc}") from None
-        finally:
+        def authorizer(action: int, *_args: object) -> int:
+            return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+        def too_long() -> int:
+            # Ctrl-C raises KeyboardInterrupt in here: sqlite3 turns it into "interrupted".
+            if deadline is not None and time.monotonic() > deadline:
+                expired.append(True)
+            return int(bool(expired))
+
+        conn.set_authorizer(authorizer)
+        conn.set_progress_handler(too_long, 20000)
+        try:
+            cur = conn.execute(sql, tuple(params))
+        except BaseException as exc:
             conn.close()
+            raise self._sql_error(exc, timeout, bool(expired)) from None
+        columns = [d[0] for d in cur.description or ()]
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            try:
+                while batch := cur.fetchmany(1000):
+                    yield from batch
+            except (sqlite3.Error, sqlite3.Warning) as exc:
+                raise self._sql_error(exc, timeout, bool(expired)) from None
+            finally:
+                conn.close()
+
+        return columns, rows()
+
+    def _sql_error(self, exc: BaseException, timeout: float | None, expired: bool
+                   ) -> BaseException:
+        if not isinstance(exc, (sqlite3.Error, sqlite3.Warning)) or self.is_corrupt(exc):
+            return exc
+        if "interrupted" in str(exc):
+            if not expired:
+                return KeyboardInterrupt()  # Ctrl-C, swallowed by sqlite3: raised again
+            return ImageStoreError(f"sql: stopped after {timeout:g} s (--timeout)")
+        return ImageStoreError(f"sql: {exc}")
 
 
 def _cannot_write(path: Path) -> bool:
