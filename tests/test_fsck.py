@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from cli_helpers import run_cli
 
 import imagestore
 from imagestore.cli.report import resolve
+from imagestore.moby.digest import digest_of
 
 
 def test_clean_store_exits_0(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
@@ -139,3 +141,63 @@ def test_opening_a_bare_root_creates_nothing(capsys: pytest.CaptureFixture[str],
     (root / "layerdb").mkdir(parents=True)
     assert run_cli(capsys, root, "ls").code == 0
     assert sorted(p.name for p in root.rglob("*")) == ["layerdb"]
+
+
+def test_tags_of_missing_images_are_found_and_repaired_alone(
+        capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    tags = real_root / "repositories.json"
+    doc = json.loads(tags.read_text())
+    doc["Repositories"].setdefault("ghost", {})["ghost:1"] = "sha256:" + "e" * 64
+    tags.write_text(json.dumps(doc))
+    result = run_cli(capsys, real_root, "fsck", "--json")
+    assert result.code == 1
+    found = [(f["check"], f["path"]) for f in result.json()["findings"]]
+    assert found == [("dangling-tag", "repositories.json#ghost:1")]
+    assert run_cli(capsys, real_root, "fsck", "--repair").code == 0
+    del doc["Repositories"]["ghost"]
+    assert json.loads(tags.read_text()) == doc  # the other tags untouched
+    assert run_cli(capsys, real_root, "fsck").code == 0
+
+
+@pytest.mark.parametrize("tagged", [False, True])
+def test_a_failed_create_can_be_repaired_when_nothing_refers_to_it(
+        capsys: pytest.CaptureFixture[str], real_root: Path, tmp_path: Path,
+        tagged: bool) -> None:
+    """moby's Create leaves the content file of an image whose layers are missing: fsck
+    reports it, and --repair removes it unless a tag, child or container refers to it."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + "d" * 64]}}))
+    result = run_cli(capsys, real_root, "create", str(config))
+    assert result.code == 1 and "layer does not exist" in result.err
+    content = real_root / "imagedb/content/sha256" / digest_of(config.read_bytes())[7:]
+    assert content.exists()
+    if tagged:
+        tags = real_root / "repositories.json"
+        doc = json.loads(tags.read_text())
+        doc["Repositories"]["broken"] = {"broken:1": "sha256:" + content.name}
+        tags.write_text(json.dumps(doc))
+    found = run_cli(capsys, real_root, "fsck", "--json").json()["findings"]
+    assert [(f["check"], f["path"]) for f in found] == [
+        ("missing-layer", "imagedb/content/sha256/" + content.name)]
+    result = run_cli(capsys, real_root, "fsck", "--repair")
+    assert content.exists() == tagged
+    assert result.code == (1 if tagged else 0)
+    assert ("a tag, a child or a container refers to it" in result.out) == tagged
+
+
+def test_special_files_are_reported(capsys: pytest.CaptureFixture[str], real_root: Path) -> None:
+    meta = next(p for p in sorted((real_root / "imagedb/metadata/sha256").iterdir())
+                if (p / "lastUpdated").exists() or (p / "parent").exists())
+    key = "lastUpdated" if (meta / "lastUpdated").exists() else "parent"
+    (meta / key).unlink()
+    os.mkfifo(meta / key)
+    layer = next(iter(sorted((real_root / "layerdb/sha256").iterdir())))
+    (layer / "cache-id").unlink()
+    os.mkfifo(layer / "cache-id")
+    found = {(f["check"], f["path"]): f["message"]
+             for f in run_cli(capsys, real_root, "fsck", "--json").json()["findings"]}
+    assert found[("bad-metadata", f"imagedb/metadata/sha256/{meta.name}/{key}")] == \
+        f"{key} is a FIFO, not a regular file"
+    assert found[("bad-layer", f"layerdb/sha256/{layer.name}/cache-id")] == \
+        "cache-id is a FIFO, not a regular file"

@@ -204,3 +204,21 @@ def test_a_very_deep_layer_chain_loads(empty_root: Path, index: Path) -> None:
             row = conn.execute(text("SELECT size, depth FROM layers WHERE chain_id = :c"),
                                {"c": chains[-1]}).one()
         assert tuple(row) == (depth, depth)
+
+
+def test_an_unreadable_root_is_named_with_the_reason(capsys: pytest.CaptureFixture[str],
+                                                     real_root: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a user without read permission: the error names the folder given, not a path the
+    tool made up, and says why."""
+    real_listdir = os.listdir
+
+    def denied(path: Any = ".") -> list[str]:
+        if os.fspath(path) == str(real_root):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    result = run_cli(capsys, real_root, "ls")
+    assert result.code == 1
+    assert result.err == f"imagestore: cannot read root {real_root}: Permission denied\n"

@@ -85,6 +85,12 @@ class Writer(Reader):
             chain = layer.parent_id
         return released
 
+    def parent_edges(self) -> Iterator[tuple[str, str]]:
+        """(child, parent) of every parent link."""
+        p = schema.parents
+        for r in self.conn.execute(select(p.c.child_id, p.c.parent_id)):
+            yield r.child_id, r.parent_id
+
     def set_parent(self, child: str, parent: str | None) -> None:
         p = schema.parents
         self.conn.execute(delete(p).where(p.c.child_id == child))

@@ -361,10 +361,3 @@ def check_writable(image_root: Path, *, readonly: bool, force: bool, what: str) 
         daemon = running_daemon(image_root)
         if daemon is not None:
             raise DaemonRunning(what, daemon.pid, daemon.sure, daemon.reason)
-
-
-def may_tidy(image_root: Path, readonly: bool) -> bool:
-    """Under the writers' lock no imagestore write is in flight: temp files are leftovers of
-    a crash, safe to remove unless the root is read-only or a dockerd is (or may be)
-    writing."""
-    return not readonly and running_daemon(image_root) is None

@@ -54,13 +54,22 @@ def split_entry(path: str) -> tuple[str, str]:
 
 
 def find_root(path: str | os.PathLike[str]) -> Path:
-    """The image root for ``path``: the folder itself, or ``image/<driver>`` of a data-root."""
+    """The image root for ``path``: the folder itself, or ``image/<driver>`` of a data-root.
+    A folder that cannot be read is named as the user gave it, with the reason."""
     root = Path(path)
-    if not root.is_dir():
-        raise ImageStoreError(f"root {str(root)!r} is not a directory")
-    if (root / "imagedb").is_dir() or (root / "layerdb").is_dir():
+    try:
+        listed = set(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageStoreError(f"root {str(root)!r} is not a directory") from None
+    except OSError as exc:
+        raise ImageStoreError(f"cannot read root {root}: {exc.strerror or exc}") from None
+    if "imagedb" in listed or "layerdb" in listed:
         return root
-    drivers = sorted(p for p in (root / "image").glob("*") if (p / "imagedb").is_dir())
+    try:
+        images = sorted(os.listdir(root / "image")) if "image" in listed else []
+    except OSError as exc:
+        raise ImageStoreError(f"cannot read {root / 'image'}: {exc.strerror or exc}") from None
+    drivers = [root / "image" / d for d in images if (root / "image" / d / "imagedb").is_dir()]
     if len(drivers) == 1:
         return drivers[0]
     if len(drivers) > 1:

@@ -25,6 +25,7 @@ class ProblemKind(str, Enum):
     MISSING_LAYER = "missing-layer"  # an image whose top layer does not load
     BAD_METADATA = "bad-metadata"
     BAD_PARENT = "bad-parent"  # a ``parent`` file that does not hold an image ID
+    PARENT_CYCLE = "parent-cycle"  # a parent link that leads back to its image: ignored
     BAD_LAYER = "bad-layer"
     BAD_MOUNT = "bad-mount"
     BAD_REFERENCES = "bad-references"  # ``repositories.json`` cannot be read at all
@@ -35,6 +36,7 @@ class ProblemKind(str, Enum):
     PARENT = "parent"  # a parent link names an image that is not in the store
     LAYER_CHAIN = "layer-chain"  # an image's layer chain is missing or inconsistent
     UNREFERENCED_LAYER = "unreferenced-layer"
+    DANGLING_TAG = "dangling-tag"  # a reference to an image that is not in the store
 
     def __str__(self) -> str:
         return self.value
@@ -50,7 +52,8 @@ class ProblemKind(str, Enum):
     @property
     def repairable(self) -> bool:
         """``fsck --repair`` removes the entry (nothing else is ever removed)."""
-        return self in (ProblemKind.TEMP_FILE, ProblemKind.ORPHAN_METADATA)
+        return self in (ProblemKind.TEMP_FILE, ProblemKind.ORPHAN_METADATA,
+                        ProblemKind.DANGLING_TAG)
 
 
 _ACTIONS = {
@@ -61,9 +64,11 @@ _ACTIONS = {
     ProblemKind.ORPHAN_METADATA: "remove it (fsck --repair)",
     ProblemKind.INDEX: "resync the index (fsck --repair)",
     ProblemKind.PARENT: "set another parent, or ignore (docker does)",
+    ProblemKind.PARENT_CYCLE: "set another parent (imagestore set-parent) or remove the file",
     ProblemKind.LAYER_CHAIN: "re-pull or rebuild the image",
     ProblemKind.UNREFERENCED_LAYER: "docker keeps it until the next layer GC; remove by hand "
                                     "if unwanted",
+    ProblemKind.DANGLING_TAG: "remove the tag (fsck --repair)",
 }
 
 

@@ -16,6 +16,7 @@ from imagestore.moby.files import MAX_FILE_SIZE, read_optional
 from imagestore.moby.references import BadReferences, parse_repositories
 from imagestore.moby.root import CONTENT, METADATA, REPOSITORIES, Root
 from imagestore.sync.changes import Changes, record
+from imagestore.sync.cycles import break_cycles
 from imagestore.sync.images import reread_one, sync_images
 from imagestore.sync.layers import LoadableLayers, sync_layers
 from imagestore.sync.problems import Problem, ProblemKind, recorded
@@ -40,9 +41,10 @@ def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None
     with shared_workers():
         layers_moved = sync_layers(p, changes, loadable)
         sync_images(p, changes, loadable, layers_moved)
+    report = p.report
+    break_cycles(p, bool(report.added or report.removed or report.changed))
     _sync_tags(p, changes)
     p.problems.save(tx)
-    report = p.report
     report.problems = recorded(tx)
     report.skipped = sum(1 for x in report.problems if x.path.startswith(CONTENT))
     return report
