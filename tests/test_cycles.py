@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,11 @@ def test_breaking_each_cycle_at_its_smallest_node_leaves_no_cycle(edges: dict[st
 
 
 def _write_parent(root: Path, child: str, parent: str) -> None:
+    """As dockerd writes it: a new file renamed into the image's metadata folder."""
     folder = root / METADATA / child[7:]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "parent").write_text(parent)
+    (folder / ".new-parent").write_text(parent)
+    os.replace(folder / ".new-parent", folder / "parent")
 
 
 @pytest.fixture

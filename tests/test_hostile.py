@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,14 +175,22 @@ def test_a_folder_that_cannot_be_listed_stops_the_sync_and_keeps_the_index(
     """Taking an unreadable folder for an empty one would drop every image from the index."""
     imagestore.open(real_root, index).close()
     content = str(real_root / CONTENT)
-    real_listdir = os.listdir
+    old = time.time_ns() - 3600 * 10**9
+    os.utime(content, ns=(old, old))  # the folder moved (and settled): it must be listed
+    real_listdir, real_scandir = os.listdir, os.scandir
 
     def denied(path: Any = ".") -> list[str]:
         if str(path).rstrip("/") == content.rstrip("/"):
             raise PermissionError(13, "Permission denied")
         return real_listdir(path)
 
+    def denied_scan(path: Any = ".") -> Any:
+        if str(path).rstrip("/") == content.rstrip("/"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
     monkeypatch.setattr(os, "listdir", denied)
+    monkeypatch.setattr(os, "scandir", denied_scan)
     result = run_cli(capsys, real_root, "ls", index=index)
     assert result.code == 1
     assert result.err.strip() == f"imagestore: cannot list {content}: Permission denied"

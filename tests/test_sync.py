@@ -57,11 +57,19 @@ def write_content(root: Path, raw: bytes, name: str | None = None) -> str:
     return image_id
 
 
+def replace(path: Path, data: bytes) -> None:
+    """Write a file as dockerd does: a new file renamed into place (a new inode, and its
+    folder's mtime moves)."""
+    tmp = path.with_name(".w-" + path.name)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def write_meta(root: Path, image_id: str, key: str, data: bytes) -> None:
     folder = root / METADATA / hex_(image_id)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / key).write_bytes(data)
-    touch_unique(folder / key)
+    replace(folder / key, data)
+    touch_unique(folder)  # settled, and never seen before
 
 
 def problems_of(report: imagestore.SyncReport) -> dict[str, str]:
@@ -160,8 +168,7 @@ def test_second_sync_reads_nothing(real_root: Path, open_store: OpenStore) -> No
     assert events == []
     # Control: the hook does see the store read a file that changed.
     victim = real_root / CONTENT / hex_(sorted(store.map())[0])
-    victim.write_bytes(victim.read_bytes())
-    touch_unique(victim)
+    replace(victim, victim.read_bytes())
     with file_reads_under(real_root) as events:
         report = store.sync()
     assert report.changed + report.unchanged == total
@@ -186,8 +193,7 @@ def test_unchanged_buckets_are_not_compared(real_root: Path, open_store: OpenSto
     assert report.unchanged == 39
     assert (report.compared, report.read) == ({}, {})
     victim = real_root / CONTENT / hex_(sorted(store.map())[5])
-    victim.write_bytes(victim.read_bytes())
-    touch_unique(victim)
+    replace(victim, victim.read_bytes())
     report = store.sync()
     assert (report.changed, report.unchanged) == (1, 38)
     assert report.compared == {CONTENT: 1}  # the victim's bucket alone
@@ -302,19 +308,29 @@ def test_removed_content_file(real_root: Path, open_store: OpenStore) -> None:
     assert report.problems == []
 
 
-def test_rewritten_content_file_is_dropped(real_root: Path, open_store: OpenStore) -> None:
+@pytest.mark.parametrize("how", ["replaced", "edited in place"])
+def test_rewritten_content_file_is_dropped(real_root: Path, open_store: OpenStore,
+                                           how: str) -> None:
+    """A content file replaced (renamed over) is seen by a plain sync; one edited in place
+    (corruption: nothing writes content files that way) by ``sync --full``."""
     store = open_store(real_root)
     victim = sorted(store.map())[3]
     path = real_root / CONTENT / hex_(victim)
-    path.write_bytes(path.read_bytes() + b" ")
-    report = store.sync()
+    good = path.read_bytes()
+    full = how == "edited in place"
+    if full:
+        path.write_bytes(good + b" ")
+        assert store.sync().changed == 0  # not looked at: the folder did not move
+    else:
+        replace(path, good + b" ")
+    report = store.sync(full=full)
     assert victim not in store.map()
-    assert report.removed == 1
+    assert report.removed == (0 if full else 1)
     assert problems_of(report) == {CONTENT + hex_(victim): "digest-mismatch"}
     with pytest.raises(ImageNotFound):
         store.get(victim)
     # Putting the right bytes back brings it back.
-    path.write_bytes(path.read_bytes()[:-1])
+    replace(path, good)
     report = store.sync()
     assert victim in store.map()
     assert report.problems == []
@@ -322,7 +338,8 @@ def test_rewritten_content_file_is_dropped(real_root: Path, open_store: OpenStor
 
 def test_in_place_rewrite_with_preserved_mtime_is_seen(real_root: Path,
                                                        open_store: OpenStore) -> None:
-    """``cp -p`` or a tar extraction rewrites a file in place and restores its mtime."""
+    """``cp -p`` or a tar extraction rewrites a file in place and restores its mtime: found
+    by ``sync --full`` (and fsck), which read every file."""
     store = open_store(real_root)
     victim = sorted(store.map())[0]
     path = real_root / CONTENT / hex_(victim)
@@ -339,7 +356,8 @@ def test_in_place_rewrite_with_preserved_mtime_is_seen(real_root: Path,
         time.sleep(0.01)
     assert path.stat().st_mtime_ns == before.st_mtime_ns
     assert path.stat().st_size == before.st_size
-    report = store.sync()
+    assert victim in store.map() and store.sync().changed == 0  # a plain sync trusts it
+    report = store.sync(full=True)
     assert victim not in store.map()
     assert problems_of(report) == {CONTENT + hex_(victim): "digest-mismatch"}
 
@@ -656,10 +674,10 @@ def _apply(root: Path, stash: Path, op: tuple[str, int, Any]) -> None:
     elif kind == "parent":
         parent = ("sha256:" + names[arg % len(names)]) if arg >= 0 else digest_of(b"nobody")
         write_meta(root, "sha256:" + target, "parent", parent.encode())
-    elif kind == "corrupt":
-        path = content / target
-        path.write_bytes(path.read_bytes() + (b" " if arg else b"x"))
-        touch_unique(path)
+    elif kind == "corrupt":  # a content file whose bytes are not its name's (a new entry:
+        # one replaced under its own name is corruption for sync --full and fsck to find)
+        data = (content / target).read_bytes() + (b" " if arg else b"x")
+        replace(content / hex_(digest_of(data + b"~")), data)
     elif kind == "garbage-parent":
         write_meta(root, "sha256:" + target, "parent", b"garbage" if arg else b"")
     elif kind == "delete-metadata":

@@ -14,11 +14,15 @@ from imagestore.cli import report
 from imagestore.cli.app import Context, cli, output_options, pass_ctx, progress_bar
 from imagestore.cli.humanize import human_size, since_formatter
 from imagestore.cli.output import Records, emit, lines, to_table
+from imagestore.errors import InvalidImageConfig
 from imagestore.index import listing
+from imagestore.moby.files import MAX_FILE_SIZE
 from imagestore.sync import SyncReport
 
 LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 LS_KEYS = ("id", "repository", "tag", "created", "size", "parent")
+# docker/cli cli/command/formatter/formatter.go: tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)
+LS_TABLE = (10, 1, 3, " ", 0)
 
 
 def _ids(ids: list[str], fmt: str | None) -> None:
@@ -77,17 +81,23 @@ def info(ctx: Context, fmt: str | None) -> None:
 def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc: bool,
            fmt: str | None) -> None:
     """List images like `docker images`."""
+    if quiet and fmt:
+        raise click.UsageError(f"-q and --{fmt} cannot be combined")
     rows = report.image_rows(ctx.store(), all_images=all_images, dangling=dangling)
 
     def text(_: Any) -> str:
+        # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
+        # several tags prints its ID once per tag; the table goes through Go's tabwriter.
         if quiet:
-            return lines(dict.fromkeys(r["id"] if no_trunc else _short(r["id"]) for r in rows))
+            return lines(r["id"] if no_trunc else _short(r["id"]) for r in rows)
+        from imagestore.cli.tabwriter import table
+
         since = since_formatter()
-        return to_table(Records(LS_COLUMNS, [
+        return table([LS_COLUMNS, *(
             (r["repository"] or "<none>", r["tag"] or "<none>",
              r["id"] if no_trunc else _short(r["id"]), since(r["created"]),
              human_size(r["size"]))
-            for r in rows]))
+            for r in rows)], LS_TABLE)
 
     emit(Records(LS_KEYS, [[r[k] for k in LS_KEYS] for r in rows]), fmt, text)
 
@@ -152,7 +162,10 @@ def tree(ctx: Context, fmt: str | None) -> None:
 @pass_ctx
 def create(ctx: Context, file: Any) -> None:
     """Store an image config (FILE, or - for stdin) and print its ID."""
-    data = file.read()
+    data = file.read(MAX_FILE_SIZE + 1)  # never more: a huge file is refused, not loaded
+    if len(data) > MAX_FILE_SIZE:
+        raise InvalidImageConfig(f"{file.name} is larger than the {MAX_FILE_SIZE} bytes an "
+                                 f"image config may have")
     emit([ctx.store(write=True).create(data)], None, lines)
 
 
@@ -197,17 +210,23 @@ def set_parent(ctx: Context, ref: str, parent_ref: str) -> None:
 @cli.command()
 @click.argument("query")
 @click.option("-p", "--param", "params", multiple=True, help="A value for a ? placeholder.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+              metavar="SECONDS", help="Stop the query after this long (0: never).")
 @output_options("nl", "csv")
 @pass_ctx
-def sql(ctx: Context, query: str, params: tuple[str, ...], fmt: str | None) -> None:
-    """Run one read-only SQL query on the index (see the views in the README)."""
-    columns, rows = ctx.store().index.sql(query, params)
+def sql(ctx: Context, query: str, params: tuple[str, ...], timeout: float,
+        fmt: str | None) -> None:
+    """Run one read-only SQL query on the index (see the views in the README).
+
+    Rows are printed as they come; Ctrl-C stops the query (exit 130)."""
+    columns, rows = ctx.store().index.sql(query, params, timeout or None)
     emit(Records(columns, rows), fmt, to_table)
 
 
 @cli.command()
 @click.option("--repair", is_flag=True,
-              help="Remove temp files and orphan metadata, resync the index; nothing else.")
+              help="Remove leftovers, orphan metadata, tags of missing images and unreferenced "
+                   "failed creates; rebuild or resync the index; nothing else.")
 @output_options()
 @pass_ctx
 def fsck(ctx: Context, repair: bool, fmt: str | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.image import format_time, parse_time
@@ -28,32 +28,76 @@ def human_size(size: float) -> str:
     return f"{size:.3g}{units[i]}"
 
 
+# Go's time.Duration: int64 nanoseconds; time.Time.Sub saturates at its bounds.
+_SECOND, _MINUTE, _HOUR = 1_000_000_000, 60_000_000_000, 3_600_000_000_000
+_MIN_DURATION, _MAX_DURATION = -(1 << 63), (1 << 63) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Go's zero time.Time (0001-01-01T00:00:00Z) as Unix seconds: docker's "no creation time".
+ZERO_UNIX = -62135596800
+
+
+def _go_div(a: int, b: int) -> tuple[int, int]:
+    """Go's integer ``/`` and ``%``: the quotient truncated toward zero."""
+    q = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+    return q, a - q * b
+
+
+def _go_float(d: int, unit: int) -> float:
+    """``Duration.Seconds()``/``Minutes()``/``Hours()``: whole units plus the fraction."""
+    whole, rest = _go_div(d, unit)
+    return float(whole) + float(rest) / float(unit)
+
+
+def human_duration(d: int) -> str:
+    """go-units' ``HumanDuration(d)`` for a ``time.Duration`` in nanoseconds (docker/go-units
+    duration.go, v0.4.0 as vendored by docker/cli 20.10; unchanged since). Go's ``int(x)``
+    truncates toward zero, as Python's does; hours are rounded half up before the day, week
+    and month steps, and years count whole hours."""
+    seconds = int(_go_float(d, _SECOND))
+    if seconds < 1:
+        return "Less than a second"
+    if seconds == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = int(_go_float(d, _MINUTE))
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(_go_float(d, _HOUR) + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(_go_float(d, _HOUR)) // 24 // 365} years"
+
+
+def unix_seconds(when: datetime) -> int:
+    """Go's ``Time.Unix()``: whole seconds since the epoch, rounded down."""
+    return (when - _EPOCH) // timedelta(seconds=1)
+
+
 def human_since(when: str | None, now: datetime | None = None) -> str:
-    """docker's ``units.HumanDuration`` + " ago"."""
+    """The CREATED column of ``docker images``: ``units.HumanDuration(time.Now().UTC().Sub(
+    time.Unix(created, 0))) + " ago"``, and "N/A" for the zero time (docker/cli 20.10,
+    cli/command/formatter/image.go: ``CreatedSince`` answers "" for it and the table's
+    ``{{if .CreatedSince}}...{{else}}N/A{{end}}`` prints N/A). The API hands the CLI whole
+    Unix seconds, so the age is counted from the creation second, not the instant."""
     if not when:
+        return "N/A"  # no creation time: Go's zero time
+    created = unix_seconds(parse_time(when))
+    if created == ZERO_UNIX:
         return "N/A"
     now = now or datetime.now(timezone.utc)
-    seconds = (now - parse_time(when)).total_seconds()
-    if seconds < 1:
-        return "Less than a second ago"
-    if seconds < 60:
-        s = int(seconds)
-        return "1 second ago" if s == 1 else f"{s} seconds ago"
-    minutes = seconds / 60
-    if minutes < 60:
-        return "About a minute ago" if int(minutes) == 1 else f"{int(minutes)} minutes ago"
-    hours = minutes / 60
-    if hours < 1.5:
-        return "About an hour ago"
-    if hours < 48:
-        return f"{round(hours)} hours ago"
-    if hours < 24 * 7 * 2:
-        return f"{int(hours / 24)} days ago"
-    if hours < 24 * 30 * 2:
-        return f"{int(hours / 24 / 7)} weeks ago"
-    if hours < 24 * 365 * 2:
-        return f"{int(hours / 24 / 30)} months ago"
-    return f"{int(hours / 24 / 365)} years ago"
+    d = (now - _EPOCH) // timedelta(microseconds=1) * 1000 - created * _SECOND
+    return human_duration(min(max(d, _MIN_DURATION), _MAX_DURATION)) + " ago"
 
 
 def since_formatter(now: datetime | None = None) -> Callable[[str | None], str]:
@@ -81,4 +125,5 @@ def since_formatter(now: datetime | None = None) -> Callable[[str | None], str]:
     return since
 
 
-__all__ = ["human_since", "human_size", "rfc3339", "since_formatter"]
+__all__ = ["ZERO_UNIX", "human_duration", "human_since", "human_size", "rfc3339",
+           "since_formatter", "unix_seconds"]

@@ -79,7 +79,69 @@ def jsonable(value: Any) -> Any:
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, default=jsonable)
+    try:
+        return json.dumps(data, indent=2, ensure_ascii=False, default=jsonable)
+    except RecursionError:  # nested deeper than json's recursive encoder goes (a long chain)
+        return _deep_json(data)
+
+
+_END = object()
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, (int, float)):
+        return json.dumps(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _deep_json(data: Any) -> str:
+    """``json.dumps(data, indent=2, ensure_ascii=False, default=jsonable)``, byte for byte,
+    with an explicit stack of open containers instead of recursion."""
+    out: list[str] = []
+    stack: list[list[Any]] = []  # per open container: items, is an object, depth, first item
+
+    def value(item: Any, depth: int) -> None:
+        while True:
+            if isinstance(item, dict):
+                out.append("{" if item else "{}")
+                if item:
+                    stack.append([iter(item.items()), True, depth + 1, True])
+                return
+            if isinstance(item, (list, tuple)):
+                out.append("[" if item else "[]")
+                if item:
+                    stack.append([iter(item), False, depth + 1, True])
+                return
+            if item is None or isinstance(item, (str, int, float)):
+                out.append(json.dumps(item, ensure_ascii=False))
+                return
+            converted = jsonable(item)
+            if converted is item:
+                raise TypeError(f"Object of type {type(item).__name__} is not JSON serializable")
+            item = converted
+
+    value(data, 0)
+    while stack:
+        frame = stack[-1]
+        items: Iterator[Any] = frame[0]
+        item: Any = next(items, _END)
+        if item is _END:
+            stack.pop()
+            out.append("\n" + "  " * (frame[2] - 1) + ("}" if frame[1] else "]"))
+            continue
+        out.append(("\n" if frame[3] else ",\n") + "  " * frame[2])
+        frame[3] = False
+        if frame[1]:
+            key: Any
+            key, item = item
+            out.append(json.dumps(_key(key), ensure_ascii=False) + ": ")
+        value(item, frame[2])
+    return "".join(out)
+
 
 
 def to_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

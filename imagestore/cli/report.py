@@ -4,15 +4,24 @@ it, untagging, docker-style listings, inspect documents and the parent forest.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from imagestore.cli.humanize import rfc3339
-from imagestore.errors import ImageNotFound, ImageStoreError
+from imagestore.cli.humanize import ZERO_UNIX, rfc3339, unix_seconds
+from imagestore.errors import ImageNotFound, ImageStoreError, InvalidImageConfig
 from imagestore.index import listing
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import normalize_id
 from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
-from imagestore.moby.references import BadReferences, normalize_reference, without_image
+from imagestore.moby.image import parse_config, parse_time
+from imagestore.moby.references import (
+    BadReferences,
+    InvalidReference,
+    normalize_reference,
+    parse_normalized_named,
+    split_reference,
+    without_image,
+)
 from imagestore.moby.root import REPOSITORIES
 from imagestore.store import Store, image_id_of
 from imagestore.sync import record
@@ -63,51 +72,134 @@ def untag(store: Store, image_id: str) -> list[str]:
 
 
 # -- docker images ---------------------------------------------------------------------------
-def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False) -> list[Row]:
-    """The rows ``docker images`` prints: one per tag; untagged heads; ``-a`` adds the rest.
+def _full_name(name: str) -> str:
+    """A familiar name as the reference store sorts it: ``String()`` of the normalised
+    reference (``web:1.0`` -> ``docker.io/library/web:1.0``)."""
+    try:
+        ref = parse_normalized_named(name)
+    except InvalidReference:
+        return name
+    return (f"{ref.domain}/{ref.path}" + (f":{ref.tag}" if ref.tag else "")
+            + (f"@{ref.digest}" if ref.digest else ""))
 
-    An image is "tagged" when any reference names it; ``dangling`` means untagged heads."""
-    images, tag_rows = listing.listed_images(store.index, all_images=all_images,
-                                             dangling=dangling)
-    refs: dict[str, list[tuple[str | None, str | None]]] = {}
+
+@lru_cache(maxsize=4096)
+def _day_start(day: str) -> int:
+    return unix_seconds(parse_time(day + "T00:00:00Z"))
+
+
+def _created_key(created: str | None) -> tuple[int, int]:
+    """docker sorts ``docker images`` by ``Created``, whole Unix seconds, newest first (moby
+    daemon/images/images.go: ``sort.Sort(sort.Reverse(byCreated(images)))``). Its sort is
+    not stable and the images come from a map, so images of one second come in any order;
+    ours are then newest nanosecond first (``created`` is RFC 3339 in UTC, ``Z``)."""
+    if not created:
+        return ZERO_UNIX, 0
+    fraction = created[20:-1] if created[19:20] == "." else ""
+    try:
+        if (len(created) >= 20 and created[10] == "T" and created[-1] == "Z"
+                and created[19] in ".Z" and created[11:19:3].isdigit()
+                and created[12:19:3].isdigit() and created[13:17:3] == "::"):
+            seconds = (_day_start(created[:10]) + int(created[11:13]) * 3600
+                       + int(created[14:16]) * 60 + int(created[17:19]))
+        else:
+            seconds = unix_seconds(parse_time(created))
+    except InvalidImageConfig:
+        return ZERO_UNIX, 0
+    return seconds, int(fraction[:9].ljust(9, "0")) if fraction.isdigit() else 0
+
+
+def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False) -> list[Row]:
+    """The rows ``docker images`` prints, in its order.
+
+    Images are listed as moby 20.10 lists them (daemon/images/images.go ``Images``): every
+    image with a reference, and one without only when it is a head (or with ``-a``);
+    ``dangling`` (docker's ``--filter dangling=true``) takes heads without a tag. Newest
+    first by creation second; images of the same second newest instant first, then by ID
+    (docker leaves that order to chance). An image's rows are docker/cli's
+    (cli/command/formatter/image.go ``imageFormatTaggedAndDigest``): its tags in the
+    reference store's order (``References`` sorts by the normalised name), one row per tag
+    grouped by repository, then one row with tag ``<none>`` per repository that only holds
+    digests of it; an image without references is one ``<none>`` row."""
+    images, tag_rows = listing.listed_images(store.index, all_images=all_images and not dangling,
+                                             dangling=False)
+    full: dict[str, str] = {}
+    refs: dict[str, list[tuple[str, str, str | None]]] = {}
     for image_id, repository, tag in tag_rows:
-        refs.setdefault(image_id, []).append((repository, tag))
-    rows: list[Row] = []
+        name = full.get(repository)
+        if name is None:
+            name = full[repository] = _full_name(repository)
+        # The repository's place among the image's references: only the separator after the
+        # name matters, as names hold neither ':' (after the domain) nor '@'.
+        key = f"{name}:{tag}" if tag is not None else f"{name}@"
+        refs.setdefault(image_id, []).append((key, repository, tag))
+    listed: list[tuple[tuple[int, int], str, Row, list[tuple[str | None, str | None]]]] = []
     for image_id, created, parent_id, size, head in images:
-        names = refs.get(image_id, [])
-        if dangling and (names or not head):
+        names = sorted(refs.get(image_id, ()))
+        if dangling and (not head or any(tag is not None for _, _, tag in names)):
             continue
-        if not names and not head and not all_images:
-            continue
-        base = {"id": image_id, "repository": None, "tag": None, "created": rfc3339(created),
-                "size": int(size or 0), "parent": parent_id}
-        if not names:  # most rows: one, untagged
-            rows.append(base)
-            continue
-        tagged: list[tuple[str | None, str | None]] = [
-            (repo, tag) for repo, tag in names if tag is not None]
-        if not tagged:  # digest-only references show as repo <none>
-            tagged = sorted({(repo, None) for repo, _ in names})
-        rows.extend({**base, "repository": repo, "tag": tag} for repo, tag in tagged)
-    rows.sort(key=lambda r: (r["created"] or "", r["repository"] or "", r["tag"] or ""),
-              reverse=True)
-    return rows
+        when = rfc3339(created)
+        row = {"id": image_id, "repository": None, "tag": None, "created": when,
+               "size": int(size or 0), "parent": parent_id}
+        tags: dict[str, list[str]] = {}
+        for _, repository, tag in names:
+            if tag is not None:
+                tags.setdefault(repository, []).append(tag)
+        shown: list[tuple[str | None, str | None]] = [
+            (repo, tag) for repo, repo_tags in tags.items() for tag in repo_tags]
+        shown += dict.fromkeys((repo, None) for _, repo, tag in names
+                               if tag is None and repo not in tags)
+        listed.append((_created_key(when), image_id, row, shown or [(None, None)]))
+    listed.sort(key=lambda item: item[1])
+    listed.sort(key=lambda item: item[0], reverse=True)
+    return [{**row, "repository": repo, "tag": tag}
+            for _, _, row, shown in listed for repo, tag in shown]
 
 
 # -- docker image inspect --------------------------------------------------------------------
+def _last_history_comment(history: list[Any]) -> str:
+    """``History[len-1].Comment`` as Go decodes it: keys match case-insensitively and the
+    last match wins (the parsed config keeps keys in that order); null or absent is ""."""
+    entry = history[-1] if history else None
+    value: Any = None
+    if isinstance(entry, dict):
+        for key, item in entry.items():
+            if key.lower() == "comment":
+                value = item
+    return value if isinstance(value, str) else ""
+
+
 def inspect(store: Store, image_id: str) -> Row:
+    """``docker image inspect`` (moby 20.10, daemon/images/image_inspect.go ``LookupImage``)
+    in snake_case, plus what the index knows beyond it (children, chain ID, history...).
+
+    ``comment`` is the config's, else the last history entry's; ``repo_tags`` and
+    ``repo_digests`` are in the reference store's order (sorted by the normalised name);
+    ``virtual_size`` is ``size``, as the engine reports it. The README lists what is left
+    out and why."""
     image = store.get(image_id)
     with store.index.read() as q:
         last_updated, built_locally = q.image_meta(image.id) or (None, False)
-        tags, size = q.refs_of(image.id), q.image_size(image.id) or 0
+        refs, size = q.refs_of(image.id), q.image_size(image.id) or 0
+    tags: list[tuple[str, str]] = []
+    digests: list[tuple[str, str]] = []
+    for ref in refs:
+        _, tag, digest = split_reference(ref)
+        if tag is not None:
+            tags.append((_full_name(ref), ref))
+        elif digest is not None:
+            digests.append((_full_name(ref), ref))
+    container = parse_config(image.raw).get("container")
     return {
         "id": image.id,
-        "repo_tags": tags,
+        "repo_tags": [ref for _, ref in sorted(tags)],
+        "repo_digests": [ref for _, ref in sorted(digests)],
         "parent": image.parent,
         "children": store.children(image_id),
         "created": rfc3339(image.created_text),
+        "container": container if isinstance(container, str) else "",
         "author": image.author,
-        "comment": image.comment,
+        "comment": image.comment or _last_history_comment(image.history),
         "docker_version": image.docker_version,
         "os": image.os,
         "os_version": image.os_version,
@@ -115,6 +207,7 @@ def inspect(store: Store, image_id: str) -> Row:
         "architecture": image.architecture,
         "variant": image.variant,
         "size": size,
+        "virtual_size": size,
         "chain_id": image.chain_id,
         "rootfs": {"type": image.rootfs.type, "diff_ids": image.rootfs.diff_ids},
         "history": image.history,
@@ -126,6 +219,7 @@ def inspect(store: Store, image_id: str) -> Row:
 
 
 # -- the parent forest -----------------------------------------------------------------------
+# No walk here recurses: a parent chain may be thousands of images deep.
 @dataclass
 class Node:
     id: str
@@ -133,22 +227,71 @@ class Node:
     children: list[Node]
 
     def to_dict(self) -> Row:
-        return {"id": self.id, "tags": self.tags, "children": [c.to_dict() for c in self.children]}
+        """``{"id", "tags", "children": [...]}``, nested, built with an explicit stack."""
+        out: Row = {"id": self.id, "tags": self.tags, "children": []}
+        stack = [(self, out)]
+        while stack:
+            node, into = stack.pop()
+            for child in node.children:
+                entry: Row = {"id": child.id, "tags": child.tags, "children": []}
+                into["children"].append(entry)
+                stack.append((child, entry))
+        return out
 
 
 def forest(store: Store) -> list[Node]:
-    """Roots (images whose parent is absent from the store) with their descendants."""
+    """Every image exactly once: roots (images whose parent is absent from the store) with
+    their descendants, children and roots by ID.
+
+    The index should hold no parent cycle, but a forest drawn from a damaged store still
+    shows every image: images that no root reaches hang, through their parents, on a cycle;
+    the smallest ID of each such cycle is shown as a root (its link to its parent, the
+    cycle's last step, is not drawn) with everything below it. A child with two parent links
+    is drawn under the smallest parent ID."""
     ids, edges, ref_rows = listing.graph(store.index)
     refs: dict[str, list[str]] = {}
     for image_id, ref in ref_rows:
         refs.setdefault(image_id, []).append(ref)
     nodes = {i: Node(i, refs.get(i, []), []) for i in ids}
-    has_parent = set()
+    parent_of: dict[str, str] = {}
     for child, parent in sorted(edges):
-        if parent in nodes and child in nodes:
+        if parent in nodes and child in nodes and child not in parent_of:
             nodes[parent].children.append(nodes[child])
-            has_parent.add(child)
-    return [nodes[i] for i in ids if i not in has_parent]
+            parent_of[child] = parent
+    roots = [i for i in ids if i not in parent_of]
+    reached: set[str] = set()
+
+    def reach(root: str) -> None:
+        stack = [nodes[root]]
+        while stack:
+            node = stack.pop()
+            if node.id not in reached:
+                reached.add(node.id)
+                stack.extend(node.children)
+
+    for root in roots:
+        reach(root)
+    if len(reached) < len(nodes):
+        for start in ids:
+            if start in reached:
+                continue
+            # No root above it: its parents lead into a cycle, whose smallest ID becomes a root.
+            seen: set[str] = set()
+            node_id = start
+            while node_id not in seen:
+                seen.add(node_id)
+                node_id = parent_of[node_id]
+            cycle, step = [node_id], parent_of[node_id]
+            while step != node_id:
+                cycle.append(step)
+                step = parent_of[step]
+            root = min(cycle)
+            above = nodes[parent_of.pop(root)]
+            above.children = [c for c in above.children if c.id != root]
+            roots.append(root)
+            reach(root)
+        roots.sort()
+    return [nodes[i] for i in roots]
 
 
 def draw_forest(roots: list[Node]) -> list[str]:
@@ -160,20 +303,20 @@ def draw_forest(roots: list[Node]) -> list[str]:
         short = node.id.split(":", 1)[1][:12]
         return f"{short}  {', '.join(node.tags)}" if node.tags else short
 
-    def walk(node: Node, first: str, rest: str) -> None:
-        # Iterative down single-child chains: recursion depth grows only at branches.
-        lines.append(first + label(node))
-        while len(node.children) == 1:
-            node = node.children[0]
-            lines.append(rest + label(node))
-        for i, child in enumerate(node.children):
-            last = i == len(node.children) - 1
-            walk(child, rest + ("└── " if last else "├── "), rest + ("    " if last else "│   "))
-
     for i, root in enumerate(roots):
         if i:
             lines.append("")  # a blank line between trees: a root never reads as a child
-        walk(root, "", "")
+        stack = [(root, "", "")]  # (node, prefix of its line, prefix of the lines below it)
+        while stack:
+            node, first, rest = stack.pop()
+            lines.append(first + label(node))
+            while len(node.children) == 1:
+                node = node.children[0]
+                lines.append(rest + label(node))
+            last = len(node.children) - 1
+            for j in range(last, -1, -1):  # pushed last first: drawn in order
+                stack.append((node.children[j], rest + ("└── " if j == last else "├── "),
+                              rest + ("    " if j == last else "│   ")))
     return lines
 
 

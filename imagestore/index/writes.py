@@ -163,6 +163,18 @@ class Writer(Reader):
             known.update(self.conn.scalars(select(t.c.id).where(t.c.id.in_(chunk))))
         return known
 
+    def image_metadata(self, image_ids: Sequence[str]
+                       ) -> dict[str, tuple[str | None, bool, str | None]]:
+        """ID -> (``lastUpdated``, ``builtLocally``, parent) of these images, as indexed."""
+        t, p = schema.images, schema.parents
+        out = {}
+        for chunk in batches(sorted(image_ids), IN_BATCH):
+            for r in self.conn.execute(
+                    select(t.c.id, t.c.last_updated, t.c.built_locally, p.c.parent_id)
+                    .outerjoin(p, p.c.child_id == t.c.id).where(t.c.id.in_(chunk))):
+                out[r.id] = (r.last_updated, bool(r.built_locally), r.parent_id)
+        return out
+
     def delete_images(self, image_ids: Iterable[str]) -> None:
         """Their rows, and their own parent edges (by cascade)."""
         self._delete_in(schema.images.c.id, image_ids)

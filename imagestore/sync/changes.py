@@ -9,15 +9,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from imagestore.index import Digests, Writer
-from imagestore.moby.root import LAYERS, METADATA, Root, split_entry
+from imagestore.moby.root import CONTENT, LAYERS, METADATA, Root, split_entry
 from imagestore.sync.leftovers import note_metadata_temp_files
 from imagestore.sync.problems import Problem, ProblemKind
 from imagestore.sync.scan import Scan, scan, start_scan
-from imagestore.sync.signatures import bucket, entry_signature, folder_signature
+from imagestore.sync.signatures import (
+    SCHEME,
+    bucket,
+    entry_signature,
+    folder_signature,
+    legacy_signature,
+)
 from imagestore.sync.state import Pass
 
 # (changed or new names, removed names, what is on disk)
 Diff = tuple[set[str], set[str], Scan]
+
+
+# Kinds whose entries are only ever renamed into place or removed: their folder signs them.
+FOLDER_SIGNED = (LAYERS, CONTENT)
+SCHEME_KEY = "signature-scheme"
 
 
 class Changes:
@@ -26,34 +37,45 @@ class Changes:
     def __init__(self, p: Pass) -> None:
         self.p = p
         self._started: dict[str, Callable[[], Scan]] = {}
+        self._folders: dict[str, int | None] = {}  # folder signatures taken this pass
+        # An index signed another way is compared the old way, once.
+        self.legacy = (not p.full and p.tx.buckets.setting(SCHEME_KEY) != SCHEME
+                       and p.tx.buckets.any(CONTENT))
+
+    def finish(self) -> None:
+        self.p.tx.buckets.set_setting(SCHEME_KEY, SCHEME)
 
     def start(self, kind: str) -> None:
         """Have the workers stat one kind's entries now, while this process does other work;
-        ``diff`` collects the scan."""
+        ``diff`` collects the scan. A folder-signed kind that has not changed is not even
+        listed."""
+        if kind in FOLDER_SIGNED and self._unchanged(kind):
+            return
         self._started[kind] = start_scan(self.p.root, kind, whole=True)
+
+    def _unchanged(self, kind: str) -> bool:
+        """The kind's folder keeps the settled signature stored at the last listing."""
+        if kind not in self._folders:
+            self._folders[kind] = folder_signature(self.p.root, kind, time.time_ns())
+        sig = self._folders[kind]
+        return (not self.p.full and not self.legacy and sig is not None
+                and self.p.tx.buckets.setting(_folder_key(kind)) == str(sig))
 
     def diff(self, kind: str, *, scanned: Callable[[Scan], None] | None = None) -> Diff:
         """The changes of one kind; the new signatures are written at once (same
-        transaction).
-
-        Layer folders are only ever added or removed (dockerd renames them into place), and
-        either moves the signature of their parent folder: while that stays put they are
-        not even listed. ``scanned`` is given their listing as soon as it is made."""
+        transaction). ``scanned`` is given the listing as soon as it is made."""
         p = self.p
-        if kind != LAYERS:
-            started = self._started.pop(kind, None)
-            p.report.listed.append(kind)
-            return self._diff(kind, started() if started else scan(p.root, kind))
-        key = "folder-signature:" + kind
-        sig = folder_signature(p.root, kind, time.time_ns())
-        if not p.full and sig is not None and p.tx.buckets.setting(key) == str(sig):
+        if kind in FOLDER_SIGNED and self._unchanged(kind):
             return set(), set(), Scan.skipped(p.root, kind)
+        started = self._started.pop(kind, None)
         p.report.listed.append(kind)
-        current = scan(p.root, kind)
+        current = started() if started else scan(p.root, kind)
         if scanned is not None:
             scanned(current)
         result = self._diff(kind, current)
-        p.tx.buckets.set_setting(key, None if sig is None else str(sig))
+        if kind in FOLDER_SIGNED:
+            sig = self._folders.get(kind)
+            p.tx.buckets.set_setting(_folder_key(kind), None if sig is None else str(sig))
         return result
 
     def _diff(self, kind: str, current: Scan) -> Diff:
@@ -81,6 +103,9 @@ class Changes:
                 p.report.compared[kind] += compared
             stored = p.tx.buckets.signatures(kind, None if everything else buckets)
         changed = {n for n, sig in now.items() if stored.get(n) != sig}
+        if self.legacy and kind in (CONTENT, METADATA):
+            changed = {n for n in changed if n not in stored
+                       or legacy_signature(p.root, kind, n) != stored[n]}
         if kind == METADATA:
             note_metadata_temp_files(p, changed, now.keys())
         removed = stored.keys() - now.keys()
@@ -90,6 +115,10 @@ class Changes:
         p.tx.buckets.save(kind, _bucket_rows(now, fresh), replaced)
         # Callers only ask which names are on disk: the signatures (100,000s of ints) go.
         return changed, removed, dataclasses.replace(current, sigs=[])
+
+
+def _folder_key(kind: str) -> str:
+    return "folder-signature:" + kind
 
 
 def _bucket_rows(now: dict[str, int], fresh: Digests

@@ -79,11 +79,11 @@ def sync_images(p: Pass, changes: Changes, loadable: LoadableLayers, layers_move
                 loaded += rows
                 loaded_known += rows_known
     p.problems.clear(METADATA + n for n in meta_only)
-    _refresh_metadata(p, sorted(meta_only))
+    refreshed = _refresh_metadata(p, sorted(meta_only))
     report.added = loaded - loaded_known
     report.removed = len(gone) - loaded_known
-    report.changed = loaded_known + len(meta_only)
-    report.unchanged = total - len(gone) - len(meta_only)
+    report.changed = loaded_known + refreshed
+    report.unchanged = total - len(gone) - refreshed
 
 
 def _load(p: Pass, loadable: LoadableLayers, results: list[ImageRead], known: set[str]
@@ -108,18 +108,26 @@ def _known(p: Pass, names: Collection[str]) -> set[str]:
     return {i[len(PREFIX):] for i in p.tx.known_images(ids)}
 
 
-def _refresh_metadata(p: Pass, names: list[str]) -> None:
-    """Images whose metadata alone changed: new times, flags and parent edges, batched."""
+def _refresh_metadata(p: Pass, names: list[str]) -> int:
+    """Images whose metadata folder moved: new times, flags and parent edges, batched; how
+    many really changed (a folder read again only because it had not settled yet may hold
+    just what the index has)."""
+    if not names:
+        return 0
+    p.report.read[METADATA] += len(names)
+    stored = p.tx.image_metadata([PREFIX + n for n in names])
     values, edges = [], []
-    if names:
-        p.report.read[METADATA] += len(names)
     for name in names:
         meta, problems = read_metadata(p.root.base, name)
         p.problems.note(problems)
-        values.append((PREFIX + name, meta.last_updated, meta.built_locally))
+        image_id = PREFIX + name
+        if stored.get(image_id) == (meta.last_updated, meta.built_locally, meta.parent):
+            continue
+        values.append((image_id, meta.last_updated, meta.built_locally))
         if meta.parent is not None:
-            edges.append((PREFIX + name, meta.parent))
+            edges.append((image_id, meta.parent))
     p.tx.refresh_metadata(values, edges)
+    return len(values)
 
 
 def reread_one(p: Pass, loadable: LoadableLayers, image_id: str) -> Problem | None:

@@ -44,6 +44,7 @@ def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None
     report = p.report
     break_cycles(p, bool(report.added or report.removed or report.changed))
     _sync_tags(p, changes)
+    changes.finish()
     p.problems.save(tx)
     report.problems = recorded(tx)
     report.skipped = sum(1 for x in report.problems if x.path.startswith(CONTENT))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from imagestore.sync.signatures import (
     digests,
     entry_signature,
     folder_inode_signature,
+    listed_signature,
     signatures,
     unlistable,
 )
@@ -77,20 +79,33 @@ def names(root: Root, kind: str) -> list[str]:
         raise unlistable(folder, exc) from None
 
 
-def layer_folders(base: str) -> dict[str, int | None]:
-    """Name -> signature of each layer folder (``None``: no layer folder), from the listing
-    alone: it gives a folder's inode without a stat."""
+def listed(base: str, kind: str) -> dict[str, int | None]:
+    """Name -> signature of each layer folder or content file (``None``: not an entry), from
+    the listing alone: it gives each one's inode and type without a stat."""
     out: dict[str, int | None] = {}
     try:
-        with os.scandir(f"{base}/{LAYERS}") as listing:
+        with os.scandir(f"{base}/{kind}") as listing:
             for e in listing:
-                ok = is_hex64(e.name) and e.is_dir(follow_symlinks=False)
-                out[e.name] = folder_inode_signature(e.inode()) if ok else None
+                if kind == LAYERS:
+                    ok = is_hex64(e.name) and e.is_dir(follow_symlinks=False)
+                    out[e.name] = folder_inode_signature(e.inode()) if ok else None
+                else:
+                    out[e.name] = listed_signature(e.inode(), _file_type(e))
     except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as exc:
-        raise unlistable(f"{base}/{LAYERS}", exc) from None
+        raise unlistable(f"{base}/{kind}", exc) from None
     return out
+
+
+def _file_type(entry: os.DirEntry[str]) -> int:
+    if entry.is_symlink():
+        return stat.S_IFLNK
+    if entry.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR
+    if entry.is_file(follow_symlinks=False):
+        return stat.S_IFREG
+    return stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode)
 
 
 def scan(root: Root, kind: str) -> Scan:
@@ -105,13 +120,8 @@ def start_scan(root: Root, kind: str, *, whole: bool = False) -> Callable[[], Sc
     called for: the syncing process may be at its largest meanwhile."""
     if whole and kind in (CONTENT, METADATA):
         return functools.partial(_unpacked, started_call(whole_scan, root.base, kind))
-    if kind == LAYERS:
-        listed = layer_folders(root.base)
-        found = sorted(listed)
-        sigs = [listed[n] for n in found]
-        parts: Iterable[tuple[list[int | None], Digests]] = [
-            (sigs, digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None))]
-        return functools.partial(_collect, found, parts, [])
+    if kind in (LAYERS, CONTENT):
+        return functools.partial(_from_listing, root.base, kind)
     found, not_text = _text_names(kind, sorted(names(root, kind)))
     started = started_map(functools.partial(signatures, kind), root.base, found)
     return functools.partial(_collect, found, started, not_text)
@@ -126,10 +136,24 @@ def _text_names(kind: str, found: list[str]) -> tuple[list[str], list[str]]:
     return ([n for n in found if is_text(n)] if not_text else found), not_text
 
 
+def _from_listing(base: str, kind: str) -> Scan:
+    signed = listed(base, kind)
+    found, not_text = _text_names(kind, sorted(signed))
+    sigs = [signed[n] for n in found]
+    part = (sigs, digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None))
+    return _collect(found, [part], not_text)
+
+
 def whole_scan(base: str, kind: str) -> PackedScan:
     """A content or metadata scan start to end, packed; runs in a worker."""
-    found, not_text = _text_names(kind, sorted(names(Root(Path(base)), kind)))
-    sigs, buckets = signatures(kind, base, found)
+    if kind == CONTENT:
+        signed = listed(base, kind)
+        found, not_text = _text_names(kind, sorted(signed))
+        sigs: list[int | None] = [signed[n] for n in found]
+        buckets = digests((n, s) for n, s in zip(found, sigs, strict=True) if s is not None)
+    else:
+        found, not_text = _text_names(kind, sorted(names(Root(Path(base)), kind)))
+        sigs, buckets = signatures(kind, base, found)
     kept = [n for n, sig in zip(found, sigs, strict=True) if sig is not None]
     others = [n for n, sig in zip(found, sigs, strict=True) if sig is None]
     return pack_scan(kept, [sig for sig in sigs if sig is not None], buckets, not_text, others)
@@ -158,4 +182,4 @@ def _collect(found: list[str], parts: Iterable[tuple[list[int | None], Digests]]
     return Scan(kept, sigs, buckets, not_text, others)
 
 
-__all__ = ["Scan", "layer_folders", "names", "scan", "start_scan", "whole_scan"]
+__all__ = ["Scan", "listed", "names", "scan", "start_scan", "whole_scan"]

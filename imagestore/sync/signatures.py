@@ -1,16 +1,31 @@
 """Cheap signatures that tell whether an entry changed, and the digests of buckets of them.
 
 An entry is one thing the index mirrors: a content file, an image's metadata folder, a layer
-folder, a container mount, ``repositories.json``. Its signature is a 63-bit number mixed from
-``lstat`` results (type, size, mtime, ctime, inode; a layer folder's inode alone), stable
-across runs and Python versions. Entries are grouped in buckets by the first characters of
-their names; a bucket's digest moves when any of its entries' names or signatures does.
+folder, a container mount, ``repositories.json``. Its signature is a 63-bit number, stable
+across runs and Python versions:
+
+- a content file or a layer folder: its inode and file type, from the folder's listing alone.
+  Both are only ever renamed into place and removed (content is addressed by its digest),
+  never edited, and either moves the mtime of their folder, which signs them all: while it
+  stays put they are not even listed. A file edited in place is corruption, found by
+  ``sync --full`` and ``fsck``, which read everything.
+- a metadata folder: the folder's own ``lstat`` (dockerd and imagestore write ``parent``,
+  ``lastUpdated`` and ``builtLocally`` by renaming into it, which moves its mtime). A folder
+  changed within ``SETTLED_NS`` of now gets a signature that matches nothing, so it is read
+  again until it has settled (a second write in the same timestamp tick would keep its
+  mtime, as git's "racy" files do).
+- a mount folder: the folder and each of its files; ``repositories.json``: itself.
+
+Entries are grouped in buckets by the first characters of their names; a bucket's digest
+moves when any of its entries' names or signatures does.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
+import time
 import zlib
 from collections.abc import Iterable, Sequence
 
@@ -19,7 +34,7 @@ from imagestore.index import Digests
 from imagestore.moby.digest import is_hex64
 from imagestore.moby.imagedb import METADATA_KEYS
 from imagestore.moby.layerdb import MOUNT_FILES
-from imagestore.moby.root import LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
+from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
 
 _MASK = (1 << 63) - 1
 _MISSING = 0x5DEECE66D
@@ -28,6 +43,8 @@ BUCKET = 3
 # A folder changed this recently may change again within the same (coarse) timestamp tick
 # and keep its mtime, as git's "racy" files do: it is not trusted yet.
 SETTLED_NS = 2_000_000_000
+# Which way entries are signed; an index signed another way is compared the old way once.
+SCHEME = "2"
 
 
 def signature(st: os.stat_result) -> int:
@@ -37,10 +54,14 @@ def signature(st: os.stat_result) -> int:
     return (h ^ stat.S_IFMT(st.st_mode)) & _MASK
 
 
+def listed_signature(inode: int, file_type: int) -> int:
+    """A renamed-into-place entry's signature (a layer folder, a content file): its inode and
+    type, both given by a folder's listing without a ``stat``."""
+    return (inode * 0x165667B19E3779F9 ^ file_type) & _MASK
+
+
 def folder_inode_signature(inode: int) -> int:
-    """A layer folder's signature: dockerd writes one elsewhere and renames it into place,
-    never editing it, so a new inode is the only change it sees."""
-    return (inode * 0x165667B19E3779F9 ^ stat.S_IFDIR) & _MASK
+    return listed_signature(inode, stat.S_IFDIR)
 
 
 def bucket(name: str) -> str:
@@ -122,11 +143,19 @@ def _signature_at(fd: int, kind: str, name: str) -> int | None:
         st = os.lstat(REPOSITORIES if kind == REPOSITORIES else name, dir_fd=fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if kind in (METADATA, MOUNTS):
+    if kind == METADATA:
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        if st.st_mtime_ns > time.time_ns() - SETTLED_NS:
+            return secrets.randbits(62)  # not settled: matches nothing stored
+        return signature(st)
+    if kind == CONTENT:
+        return listed_signature(st.st_ino, stat.S_IFMT(st.st_mode))
+    if kind == MOUNTS:
         if not stat.S_ISDIR(st.st_mode):
             return None
         h = 17
-        for file in METADATA_KEYS if kind == METADATA else MOUNT_FILES:
+        for file in MOUNT_FILES:
             try:
                 part = signature(os.lstat(f"{name}/{file}", dir_fd=fd))
             except FileNotFoundError:
@@ -140,5 +169,28 @@ def _signature_at(fd: int, kind: str, name: str) -> int | None:
     return signature(st)
 
 
-__all__ = ["BUCKET", "SETTLED_NS", "add_digests", "bucket", "digests", "entry_signature",
-           "folder_signature", "signature", "signatures", "unlistable"]
+def legacy_signature(root: Root, kind: str, name: str) -> int | None:
+    """What scheme 1 (every content file and metadata file ``lstat``-ed) gave an entry: an
+    index signed that way is compared with it once, so nothing unchanged is read again."""
+    path = f"{root.base}/{kind}{name}"
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if kind != METADATA:
+        return signature(st)
+    h = 17
+    for file in METADATA_KEYS:
+        try:
+            part = signature(os.lstat(f"{path}/{file}"))
+        except FileNotFoundError:
+            part = _MISSING
+        except NotADirectoryError:
+            return None
+        h = (h * 1000003 ^ part) & _MASK
+    return (h * 1000003 ^ signature(st)) & _MASK
+
+
+__all__ = ["BUCKET", "SCHEME", "SETTLED_NS", "add_digests", "bucket", "digests",
+           "entry_signature", "folder_signature", "legacy_signature", "listed_signature",
+           "signature", "signatures", "unlistable"]

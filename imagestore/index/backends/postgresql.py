@@ -39,12 +39,14 @@ class PostgreSQLBackend(Backend):
             raise ImageStoreError("sql: only a single statement is allowed")
         if params:
             raise ImageStoreError("sql: -p placeholders need an SQLite index")
-        conn = engine.connect().execution_options(stream_results=True, yield_per=1000)
+        conn = engine.connect()
         try:
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             if timeout:
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
-            result = conn.execute(text(sql))
+            # A server-side cursor for the query alone: rows come as they are read.
+            result = conn.execute(text(sql).execution_options(stream_results=True,
+                                                              yield_per=1000))
         except Exception as exc:
             conn.close()
             raise ImageStoreError(f"sql: {exc}") from None
