@@ -98,3 +98,46 @@ def test_imagestore_sees_what_the_engine_did(capsys: pytest.CaptureFixture[str],
             assert (store.get_parent(image_id) or "") == truth["Parent"]
             assert size(store, image_id) == truth["Size"]
             assert references(store, image_id) == sorted(truth["RepoTags"])
+
+
+def test_a_plain_sync_sees_every_change_the_engine_makes(
+        capsys: pytest.CaptureFixture[str], data_root: Path, engine: Engine, index: Path,
+        tmp_path: Path) -> None:
+    """With content signed by its folder and metadata by each image's folder, a plain sync
+    (no --full) still sees tag, untag, rmi, build, commit, load and prune: dockerd makes
+    every change by renaming files into place or removing them."""
+    root = data_root / "image" / "vfs"
+    imagestore.open(root, index).close()  # an index from before the engine ran
+    engine.start()
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM web:1.0\nLABEL made.by=test\nENV A=b\n")
+    (context / "note.txt").write_text("a file for a layer of its own\n")
+    (context / "Dockerfile2").write_text("FROM web:1.0\nCOPY note.txt /note.txt\n")
+    steps = [
+        ("tag", ["tag", "web:1.0", "retagged:v2"]),
+        ("untag", ["rmi", "web-alt:1.0"]),
+        ("rmi", ["rmi", "api:nocache"]),
+        ("build", ["build", "-q", "-t", "built:1", str(context)]),
+        ("build a layer", ["build", "-q", "-f", str(context / "Dockerfile2"), "-t", "built:2",
+                           str(context)]),
+        ("commit", ["create", "--name", "c1", "devbase:1.0"]),
+        ("commit", ["commit", "c1", "committed:2"]),
+        ("load", ["save", "-o", str(tmp_path / "bb.tar"), "bb:1.35"]),
+        ("load", ["rmi", "-f", "bb:1.35"]),
+        ("load", ["load", "-q", "-i", str(tmp_path / "bb.tar")]),
+        ("prune", ["image", "prune", "-f"]),
+    ]
+    for what, args in steps:
+        done = engine.docker(*args, check=False)
+        assert done.returncode == 0, (what, done.stderr)
+        expected_all = _rows(engine.images("-a"))
+        inspected = {i: engine.inspect(i) for i, _, _ in expected_all}
+        engine.stop()  # the store is the engine's while it runs
+        result = run_cli(capsys, root, "sync", "--json", index=index)
+        assert result.code == 0 and result.json()["problems"] == [], (what, result.out)
+        assert _our_rows(capsys, root, index, "-a") == expected_all, what
+        with imagestore.open(root, index, readonly=True) as store:
+            for image_id, truth in inspected.items():
+                assert (store.get_parent(image_id) or "") == truth["Parent"], what
+        engine.start()
