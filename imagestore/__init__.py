@@ -3,6 +3,9 @@ index."""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from imagestore.errors import (
     AmbiguousImageID,
     DaemonRunning,
@@ -15,11 +18,32 @@ from imagestore.errors import (
     LayerNotFound,
     ReadOnlyStore,
 )
-from imagestore.moby.image import Image, RootFS
-from imagestore.moby.layerdb import LayerMetadata
-from imagestore.opening import open
-from imagestore.store import Store
-from imagestore.sync import Problem, ProblemKind, SyncReport
+
+if TYPE_CHECKING:
+    from imagestore.moby.image import Image, RootFS
+    from imagestore.moby.layerdb import LayerMetadata
+    from imagestore.opening import open
+    from imagestore.store import Store
+    from imagestore.sync import Problem, ProblemKind, SyncReport
+
+# Loaded on first use: the command line's --help and usage errors must not pay for the
+# index's database layer.
+_LAZY = {
+    "Image": "imagestore.moby.image", "RootFS": "imagestore.moby.image",
+    "LayerMetadata": "imagestore.moby.layerdb", "open": "imagestore.opening",
+    "Store": "imagestore.store", "Problem": "imagestore.sync",
+    "ProblemKind": "imagestore.sync", "SyncReport": "imagestore.sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imagestore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -247,3 +247,18 @@ def test_create_refuses_a_huge_file_without_reading_it(real_root: Path, tmp_path
     assert code == 1
     assert "larger than" in done.stderr and len(done.stderr.splitlines()) == 1
     assert peak_mb < 300  # 2 GiB read whole would show
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ls", "--help"], ["nosuchcommand"],
+                                  ["ls", "--bogus"]])
+def test_help_and_usage_errors_load_no_database_layer(args: list[str]) -> None:
+    """--help and usage errors answer at once: neither SQLAlchemy nor the sync is imported."""
+    probe = ("import sys\nfrom imagestore.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('sqlalchemy', 'alembic') or m.startswith('imagestore.sync')"
+             " or m.startswith('imagestore.index'))\n"
+             "print(heavy, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stderr.strip().splitlines()[-1] == "[]"

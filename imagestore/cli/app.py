@@ -14,14 +14,15 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 import imagestore
 from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
-from imagestore.store import Store
-from imagestore.sync import run
+
+if TYPE_CHECKING:
+    from imagestore.store import Store
 
 
 class Context:
@@ -56,6 +57,8 @@ class Context:
         store = self._store
         if store is None or self.readonly:
             raise exc
+        from imagestore.sync import run
+
         warnings.warn(f"{exc}; rebuilding it", stacklevel=2)
         store.index.rebuild(lambda tx: run(tx, store.root))
         if self.writes:
