@@ -154,16 +154,7 @@ def _signature_at(fd: int, kind: str, name: str) -> int | None:
     if kind == MOUNTS:
         if not stat.S_ISDIR(st.st_mode):
             return None
-        h = 17
-        for file in MOUNT_FILES:
-            try:
-                part = signature(os.lstat(f"{name}/{file}", dir_fd=fd))
-            except FileNotFoundError:
-                part = _MISSING
-            except NotADirectoryError:
-                return None
-            h = (h * 1000003 ^ part) & _MASK
-        return (h * 1000003 ^ signature(st)) & _MASK
+        return _with_files(st, name, MOUNT_FILES, fd)
     if kind == LAYERS:
         return folder_inode_signature(st.st_ino) if stat.S_ISDIR(st.st_mode) else None
     return signature(st)
@@ -179,10 +170,16 @@ def legacy_signature(root: Root, kind: str, name: str) -> int | None:
         return None
     if kind != METADATA:
         return signature(st)
+    return _with_files(st, path, METADATA_KEYS, None)
+
+
+def _with_files(st: os.stat_result, folder: str, files: Sequence[str], fd: int | None
+                ) -> int | None:
+    """A folder's signature mixed with each of its files' (``None``: it is not a folder)."""
     h = 17
-    for file in METADATA_KEYS:
+    for file in files:
         try:
-            part = signature(os.lstat(f"{path}/{file}"))
+            part = signature(os.lstat(f"{folder}/{file}", dir_fd=fd))
         except FileNotFoundError:
             part = _MISSING
         except NotADirectoryError:

@@ -125,9 +125,30 @@ def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers,
+    pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_start, initargs=(os.getpid(), held()))
+    with _interrupts_held():
+        pool.submit(int)  # every worker forked now, while Ctrl-C waits
+    return pool
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back while processes are forked, then delivered: a KeyboardInterrupt
+    raised in an at-fork hook is swallowed ("Exception ignored") and may leave a lock held,
+    after which the pass either ignores Ctrl-C or hangs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if pending and callable(old):
+            old(signal.SIGINT, None)
 
 
 _PR_SET_PDEATHSIG = 1

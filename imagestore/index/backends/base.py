@@ -133,12 +133,18 @@ class Backend(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot set an index aside")
 
     # -- writing and reading ------------------------------------------------------------------
-    @abstractmethod
+    # The DBAPI's positional parameter marker.
+    PLACEHOLDER = "?"
+
     def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:
         """``executemany`` straight to the driver, rows as tuples in ``columns`` order: a
         cold sync inserts hundreds of thousands of rows, and per-row parameter processing
         would cost more than the database's own work."""
+        if rows:
+            marks = ", ".join([self.PLACEHOLDER] * len(columns))
+            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                 f"VALUES ({marks})", list(rows))
 
     def fast_reader(self, engine: Engine) -> FastReader:
         return EngineReader(engine)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Engine, event, text
 
 from imagestore.errors import ImageStoreError
 from imagestore.index.backends.base import Backend, Result
@@ -16,6 +16,8 @@ WRITER_LOCK = 0x696D6773
 
 
 class PostgreSQLBackend(Backend):
+    PLACEHOLDER = "%s"
+
     def connect_args(self) -> dict[str, Any]:
         return {}
 
@@ -24,13 +26,6 @@ class PostgreSQLBackend(Backend):
         def _on_begin(conn: Any) -> None:
             if conn.get_execution_options().get("write", False):
                 conn.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": WRITER_LOCK})
-
-    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
-                    rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"VALUES ({', '.join(['%s'] * len(columns))})", list(rows))
 
     def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
                        timeout: float | None = None) -> Result:

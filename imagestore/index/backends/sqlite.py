@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
 
 from imagestore.errors import ImageStoreError, IndexUnavailable
 from imagestore.index.backends.base import Backend, FastReader, Fill, Result, Upgrade
@@ -193,13 +193,6 @@ class SQLiteBackend(Backend):
         aside = path.with_name(f"{path.name}.corrupt-{stamp}")
         os.replace(path, aside)
         return aside.name
-
-    def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
-                    rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"VALUES ({', '.join('?' * len(columns))})", list(rows))
 
     def fast_reader(self, engine: Engine) -> FastReader:
         if self._file is None or self._frozen:
