@@ -14,6 +14,7 @@ import click
 
 from imagestore.cli.app import Context, cli, output_options, pass_ctx, progress_bar
 from imagestore.cli.output import Records, emit, lines, to_table
+from imagestore.cli.tabwriter import table
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.files import MAX_FILE_SIZE
 
@@ -67,6 +68,7 @@ def _problems(result: SyncReport) -> None:
 def info(ctx: Context, fmt: str | None) -> None:
     """Where the root and its index are, the schema revision and what the index holds."""
     from imagestore.index import listing
+
     store = ctx.store()
     data: dict[str, Any] = {"root": str(store.root.path), "index": store.index.location(),
                             "revision": store.index.revision(), **listing.counts(store.index)}
@@ -84,18 +86,17 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
            fmt: str | None) -> None:
     """List images like `docker images`."""
     from imagestore.cli import report
+
     if quiet and fmt:
         raise click.UsageError(f"-q and --{fmt} cannot be combined")
     rows = report.image_rows(ctx.store(), all_images=all_images, dangling=dangling)
 
     def text(_: Any) -> str:
-        from imagestore.cli.humanize import human_size, since_formatter
-
         # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
         # several tags prints its ID once per tag; the table goes through Go's tabwriter.
         if quiet:
             return lines(r["id"] if no_trunc else _short(r["id"]) for r in rows)
-        from imagestore.cli.tabwriter import table
+        from imagestore.cli.humanize import human_size, since_formatter
 
         since = since_formatter()
         return table([LS_COLUMNS, *(
@@ -114,6 +115,7 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
 def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
     """Full detail of images, as JSON (like `docker image inspect`)."""
     from imagestore.cli import report
+
     store = ctx.store()
     emit([report.inspect(store, report.resolve(store, r)) for r in refs], "json")
 
@@ -133,6 +135,7 @@ def search(ctx: Context, term: str) -> None:
 def parent(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the parent ID of an image (nothing when it has none)."""
     from imagestore.cli import report
+
     store = ctx.store()
     emit(store.get_parent(report.resolve(store, ref)), fmt, lambda v: lines([v] if v else []))
 
@@ -144,6 +147,7 @@ def parent(ctx: Context, ref: str, fmt: str | None) -> None:
 def children(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the IDs of an image's children."""
     from imagestore.cli import report
+
     store = ctx.store()
     _ids(store.children(report.resolve(store, ref)), fmt)
 
@@ -162,6 +166,7 @@ def heads(ctx: Context, fmt: str | None) -> None:
 def tree(ctx: Context, fmt: str | None) -> None:
     """Draw the parent forest, with tags beside the IDs."""
     from imagestore.cli import report
+
     roots = report.forest(ctx.store())
     emit([r.to_dict() for r in roots], fmt, lambda _: lines(report.draw_forest(roots)))
 
@@ -191,6 +196,7 @@ def rm(ctx: Context, refs: tuple[str, ...], keep_tags: bool, fmt: str | None) ->
     untags first), unless --keep-tags.
     """
     from imagestore.cli import report
+
     store = ctx.store(write=True)
     ids = [report.resolve(store, r) for r in refs]
     results = []
@@ -214,6 +220,7 @@ def rm(ctx: Context, refs: tuple[str, ...], keep_tags: bool, fmt: str | None) ->
 def set_parent(ctx: Context, ref: str, parent_ref: str) -> None:
     """Make PARENT the parent image of REF."""
     from imagestore.cli import report
+
     store = ctx.store(write=True)
     store.set_parent(report.resolve(store, ref), report.resolve(store, parent_ref))
 
@@ -246,6 +253,7 @@ def fsck(ctx: Context, repair: bool, fmt: str | None) -> None:
     Exit 0 when clean, 1 when something was found (after --repair: when something is left).
     """
     from imagestore.cli import fsck as checker
+
     store = ctx.store(write=repair)
     findings = checker.check(store)
     repaired = checker.repair(store, findings) if repair else []

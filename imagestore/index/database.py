@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,6 @@ class Index:
     @contextlib.contextmanager
     def checked(self) -> Iterator[None]:
         """A damaged index's errors, wherever they surface, as one ``IndexCorrupt``."""
-        import sqlite3
-
         try:
             yield
         except (DatabaseError, sqlite3.DatabaseError) as exc:
