@@ -32,6 +32,7 @@ from imagestore.index.locks import writer_lock
 from imagestore.index.queries import Reader
 from imagestore.index.writes import Writer
 
+_DB_ERRORS = (DatabaseError, sqlite3.DatabaseError)
 # Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
 # key's index (tests/test_search.py checks the plan).
 PREFIX_SQL = "SELECT id FROM images WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n"
@@ -119,53 +120,62 @@ class Index:
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Reader]:
-        with self.checked(), self.engine.connect() as conn, conn.begin():
-            yield Reader(conn, self.backend)
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield Reader(conn, self.backend)
+        except _DB_ERRORS as exc:
+            raise self._damaged(exc) from None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Writer]:
         """The writers' lock (one writer per index at a time), then a write transaction."""
         if self.frozen:
             raise IndexUnavailable(f"index {self.location()} cannot be written")
-        with self.checked(), contextlib.ExitStack() as stack:
-            if self._lock is not None:
-                stack.enter_context(writer_lock(self._lock))
-            conn = stack.enter_context(self.engine.connect().execution_options(write=True))
-            stack.enter_context(conn.begin())
-            yield Writer(conn, self.backend)
-
-    @contextlib.contextmanager
-    def checked(self) -> Iterator[None]:
-        """A damaged index's errors, wherever they surface, as one ``IndexCorrupt``."""
         try:
-            yield
-        except (DatabaseError, sqlite3.DatabaseError) as exc:
-            if self.backend.is_corrupt(exc):
-                raise corrupt(self.backend, exc) from None
-            raise
+            with contextlib.ExitStack() as stack:
+                if self._lock is not None:
+                    stack.enter_context(writer_lock(self._lock))
+                conn = stack.enter_context(self.engine.connect().execution_options(write=True))
+                stack.enter_context(conn.begin())
+                yield Writer(conn, self.backend)
+        except _DB_ERRORS as exc:
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: Exception) -> Exception:
+        """A damaged index's error, wherever it surfaced, as one ``IndexCorrupt``; any other
+        error as it is."""
+        return corrupt(self.backend, exc) if self.backend.is_corrupt(exc) else exc
 
     # -- fast reads ---------------------------------------------------------------------------
     def prefix(self, lo: str, hi: str, limit: int) -> list[str]:
         """Up to ``limit`` image IDs in [lo, hi), sorted."""
-        with self.checked():
+        try:
             rows = self._reader.rows(PREFIX_SQL, {"lo": lo, "hi": hi, "n": limit})
+        except _DB_ERRORS as exc:
+            raise self._damaged(exc) from None
         return [row[0] for row in rows]
 
     def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
         """Every row of each query as a plain tuple, all from one snapshot."""
-        with self.checked():
+        try:
             return self._reader.fetch(*queries)
+        except _DB_ERRORS as exc:
+            raise self._damaged(exc) from None
 
     def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None
             ) -> Result:
         """One read-only statement through the sandbox: its columns, and its rows as they
         come (stopped after ``timeout`` seconds)."""
-        with self.checked():
+        try:
             columns, rows = sqlbox.run(self.backend, self.engine, query, params, timeout)
+        except _DB_ERRORS as exc:
+            raise self._damaged(exc) from None
 
         def checked_rows() -> Iterator[tuple[Any, ...]]:
-            with self.checked():
+            try:
                 yield from rows
+            except _DB_ERRORS as exc:
+                raise self._damaged(exc) from None
 
         return columns, checked_rows()
 
