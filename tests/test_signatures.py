@@ -81,3 +81,13 @@ def test_an_index_signed_per_file_is_compared_the_old_way_once(real_root: Path,
         assert len(store) == 39
         again = store.sync()
     assert (again.read, again.compared) == ({}, {})
+
+
+def test_a_warm_sync_writes_nothing_to_the_index(real_root: Path, index: Path) -> None:
+    _settle(real_root)
+    with imagestore.open(real_root, index) as store:
+        store.sync()
+        wal = Path(str(index) + "-wal")
+        before = (index.read_bytes(), wal.read_bytes() if wal.exists() else b"")
+        store.sync()
+        assert (index.read_bytes(), wal.read_bytes() if wal.exists() else b"") == before

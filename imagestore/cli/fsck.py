@@ -12,14 +12,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from imagestore.cli import checks
+from imagestore.cli import checks, report
 from imagestore.cli.checks import Finding
-from imagestore.errors import ImageStoreError, IndexCorrupt
+from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
 from imagestore.moby.daemon import check_writable
-from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
-from imagestore.moby.references import BadReferences, without_image
-from imagestore.moby.root import CONTENT, METADATA, REPOSITORIES
+from imagestore.moby.root import CONTENT, METADATA
 from imagestore.store import Store
 from imagestore.sync import ProblemKind, run
 
@@ -29,12 +27,12 @@ def check(store: Store) -> list[Finding]:
     fresh = Index.scratch()
     try:
         with fresh.write() as tx:
-            report = run(tx, root, full=True)
+            rebuild = run(tx, root, full=True)
         truth = listing.contents(fresh)
         configs = listing.configs(fresh)
     finally:
         fresh.close()
-    findings = checks.from_problems(report.problems, root, truth)
+    findings = checks.from_problems(rebuild.problems, root, truth)
     findings += checks.leftovers(root)
     findings += checks.special_files(root)
     findings += checks.dangling_tags(root, truth)
@@ -70,7 +68,8 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
             _remove(base / (METADATA + name))
         if f.check != ProblemKind.DANGLING_TAG:
             _remove(base / f.path)
-    _untag([f.subject for f in repaired if f.check == ProblemKind.DANGLING_TAG], store)
+    report.drop_references(store.root.repositories,
+                           [f.subject for f in repaired if f.check == ProblemKind.DANGLING_TAG])
     stale = [f for f in findings if f.check == ProblemKind.INDEX]
     if store.index.damage():
         store.index.rebuild(lambda tx: run(tx, store.root))
@@ -84,22 +83,6 @@ def _remove(target: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
     else:
         target.unlink(missing_ok=True)
-
-
-def _untag(image_ids: list[str], store: Store) -> None:
-    """Take every reference to these (missing) images out of ``repositories.json``."""
-    if not image_ids:
-        return
-    path = store.root.path / REPOSITORIES
-    raw = read_optional(path, limit=MAX_FILE_SIZE)
-    if raw is None:
-        return
-    try:
-        for image_id in dict.fromkeys(image_ids):
-            raw, _ = without_image(raw, image_id)
-    except BadReferences:
-        raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
-    atomic_write(path, raw)
 
 
 __all__ = ["Finding", "check", "repair"]

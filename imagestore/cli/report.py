@@ -3,8 +3,10 @@ it, untagging, docker-style listings, inspect documents and the parent forest.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from imagestore.cli.humanize import ZERO_UNIX, rfc3339, unix_seconds
@@ -52,23 +54,32 @@ def untag(store: Store, image_id: str) -> list[str]:
     Not part of moby's image store (the daemon untags before it deletes), but a root whose
     reference store names a deleted image confuses the engine, so ``rm`` does it."""
     image_id = image_id_of(image_id)
-    path = store.root.repositories
     check_writable(store.root.path, readonly=store.readonly, force=store.force,
                    what="untag an image")
     with store.index.write() as tx:
-        raw = read_optional(path, limit=MAX_FILE_SIZE)
-        if raw is None:
-            return []
-        try:
-            rewritten, removed = without_image(raw, image_id)
-        except BadReferences:
-            raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
-        if not removed:
-            return []
-        atomic_write(path, rewritten)
-        tx.delete_tags_of(image_id)
-        record(tx, store.root, [REPOSITORIES])
+        removed = drop_references(store.root.repositories, [image_id])
+        if removed:
+            tx.delete_tags_of(image_id)
+            record(tx, store.root, [REPOSITORIES])
         return removed
+
+
+def drop_references(path: Path, image_ids: Iterable[str]) -> list[str]:
+    """Rewrite ``repositories.json`` without any reference to these images; the references
+    removed (the file is not rewritten when there are none, nor when it is corrupt)."""
+    raw = read_optional(path, limit=MAX_FILE_SIZE)
+    if raw is None:
+        return []
+    removed: list[str] = []
+    try:
+        for image_id in dict.fromkeys(image_ids):
+            raw, gone = without_image(raw, image_id)
+            removed += gone
+    except BadReferences:
+        raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
+    if removed:
+        atomic_write(path, raw)
+    return removed
 
 
 # -- docker images ---------------------------------------------------------------------------

@@ -39,11 +39,14 @@ class Changes:
         self._started: dict[str, Callable[[], Scan]] = {}
         self._folders: dict[str, int | None] = {}  # folder signatures taken this pass
         # An index signed another way is compared the old way, once.
-        self.legacy = (not p.full and p.tx.buckets.setting(SCHEME_KEY) != SCHEME
-                       and p.tx.buckets.any(CONTENT))
+        self._scheme = p.tx.buckets.setting(SCHEME_KEY)
+        self.legacy = not p.full and self._scheme != SCHEME and p.tx.buckets.any(CONTENT)
 
     def finish(self) -> None:
-        self.p.tx.buckets.set_setting(SCHEME_KEY, SCHEME)
+        """Note the scheme the index is signed with now (a write only when it changed: a
+        warm sync writes nothing)."""
+        if self._scheme != SCHEME:
+            self.p.tx.buckets.set_setting(SCHEME_KEY, SCHEME)
 
     def start(self, kind: str) -> None:
         """Have the workers stat one kind's entries now, while this process does other work;
