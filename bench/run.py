@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import imagestore
+from imagestore.moby.digest import chain_id
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -101,7 +102,7 @@ def pull(root: Path, rng: random.Random, share: float = 0.01) -> int:
     for name in rng.sample(names, k):
         cfg = json.loads((content / name).read_bytes())
         diff_ids = cfg["rootfs"]["diff_ids"]
-        chain = _chain(diff_ids)
+        chain = chain_id(diff_ids) or ""
         for _ in range(rng.randint(1, 3)):
             diff = "sha256:" + hashlib.sha256(rng.randbytes(16)).hexdigest()
             parent, chain = chain, ("sha256:" + hashlib.sha256(
@@ -122,14 +123,6 @@ def pull(root: Path, rng: random.Random, share: float = 0.01) -> int:
         tmp_file.write_bytes(data)
         os.rename(tmp_file, content / hashlib.sha256(data).hexdigest())
     return k
-
-
-def _chain(diff_ids: list[str]) -> str:
-    chain = ""
-    for diff in diff_ids:
-        chain = ("sha256:" + hashlib.sha256(f"{chain} {diff}".encode()).hexdigest()
-                 if chain else diff)
-    return chain
 
 
 def stat_floor(root: Path) -> None:

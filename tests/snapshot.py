@@ -3,6 +3,7 @@ exactly what a full rebuild from disk gives."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,12 @@ def size(store: imagestore.Store, image_id: str) -> int:
         value = q.image_size(image_id)
     assert value is not None
     return value
+
+
+def dump(index: Path) -> list[str]:
+    """An SQLite index's whole content as SQL, to show that nothing in it changed."""
+    conn = sqlite3.connect(index)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()

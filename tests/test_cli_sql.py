@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,14 +11,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 from conftest import TRUTH, truth_json
-
-
-def _dump(index: Path) -> list[str]:
-    conn = sqlite3.connect(index)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
+from snapshot import dump
 
 
 @pytest.mark.parametrize(
@@ -46,11 +38,11 @@ def _dump(index: Path) -> list[str]:
 def test_sql_refuses_anything_but_reading(capsys: pytest.CaptureFixture[str], real_root: Path,
                                           index: Path, query: str) -> None:
     assert run_cli(capsys, real_root, "sync", index=index).code == 0
-    before = _dump(index)
+    before = dump(index)
     result = run_cli(capsys, real_root, "sql", query, index=index)
     assert result.code == 1, result.out
     assert result.err.startswith("imagestore: ")
-    assert _dump(index) == before
+    assert dump(index) == before
     assert not Path("/tmp/imagestore-copy.sqlite").exists()
 
 

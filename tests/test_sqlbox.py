@@ -6,11 +6,11 @@ write. Each is tested alone here; tests/test_cli_sql.py tests them together, end
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from snapshot import dump
 
 import imagestore
 from imagestore import ImageStoreError
@@ -21,14 +21,6 @@ from imagestore.index import Index, sqlbox
 def synced(real_root: Path, index: Path) -> Iterator[Index]:
     with imagestore.open(real_root, index) as store:
         yield store.index
-
-
-def _dump(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("query", [
@@ -59,10 +51,10 @@ def test_the_first_wall_stops_what_does_not_start_as_a_query(query: str) -> None
 def test_the_second_wall_refuses_writes_the_first_would_let_by(synced: Index, index: Path,
                                                                 query: str) -> None:
     """Straight to the backend, past the first wall: the database itself says no."""
-    before = _dump(index)
+    before = dump(index)
     with pytest.raises(ImageStoreError, match=r"^sql: "):
         synced.backend.readonly_query(synced.engine, query, ())
-    assert _dump(index) == before
+    assert dump(index) == before
 
 
 def test_reads_answer_with_columns_and_bound_values(synced: Index) -> None:

@@ -17,7 +17,7 @@ from imagestore.moby.imagedb import METADATA_KEYS
 from imagestore.moby.layerdb import LAYER_FILES, MOUNT_FILES
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
 from imagestore.sync import Problem, ProblemKind
-from imagestore.sync.scan import names, scan
+from imagestore.sync.scan import Scan, names
 
 Contents = dict[str, set[tuple[Any, ...]]]
 
@@ -78,29 +78,30 @@ def containers_using(root: Root) -> set[str]:
     return used
 
 
-def leftovers(root: Root) -> list[Finding]:
-    """Metadata of images with no content, and layer folders of an interrupted delete."""
+def leftovers(root: Root, content: set[str], layers: Scan) -> list[Finding]:
+    """Metadata of images with no content (``content``: the content folder's names), and
+    layer folders of an interrupted delete (found in the ``layers`` scan)."""
     findings = []
-    content = set(names(root, CONTENT))
     for name in sorted(names(root, METADATA)):
         if is_text(name) and name not in content:
             findings.append(Finding.of(ProblemKind.ORPHAN_METADATA, METADATA + name,
                                        "metadata of an image with no content"))
-    for name in sorted(scan(root, LAYERS).others):
+    for name in sorted(layers.others):
         if name.endswith("-removing") and is_text(name):
             findings.append(Finding.of(ProblemKind.TEMP_FILE, LAYERS + name,
                                        "layer folder of an interrupted delete"))
     return findings
 
 
-def special_files(root: Root) -> list[Finding]:
+def special_files(root: Root, scans: dict[str, Scan]) -> list[Finding]:
     """Metadata, layer and mount files that exist but are not regular files (a FIFO, a
-    device, a folder, a symlink): the sync reads them as absent or empty."""
+    device, a folder, a symlink): the sync reads them as absent or empty. ``scans``: the
+    metadata, layer and mount folders' scans."""
     findings = []
     for kind, files, problem in ((METADATA, METADATA_KEYS, ProblemKind.BAD_METADATA),
                                  (LAYERS, LAYER_FILES, ProblemKind.BAD_LAYER),
                                  (MOUNTS, MOUNT_FILES, ProblemKind.BAD_MOUNT)):
-        for name in sorted(scan(root, kind).names):
+        for name in sorted(scans[kind].names):
             for file in files:
                 path = f"{kind}{name}/{file}"
                 try:
@@ -122,10 +123,9 @@ def _what(mode: int) -> str:
     return "a special file"
 
 
-def dangling_tags(root: Root, truth: Contents) -> list[Finding]:
+def dangling_tags(content: set[str], truth: Contents) -> list[Finding]:
     """References in ``repositories.json`` to an image with no content file at all (one
     that is there but does not load is reported for itself)."""
-    content = set(names(root, CONTENT))
     return [Finding.of(ProblemKind.DANGLING_TAG, f"{REPOSITORIES}#{ref}",
                        f"names {image_id}, which is not in the store", subject=image_id)
             for ref, image_id in sorted(truth["tag"]) if image_id[7:] not in content]

@@ -17,9 +17,10 @@ from imagestore.cli.checks import Finding
 from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
 from imagestore.moby.daemon import check_writable
-from imagestore.moby.root import CONTENT, METADATA
+from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS
 from imagestore.store import Store
 from imagestore.sync import ProblemKind, run
+from imagestore.sync.scan import names, scan
 
 
 def check(store: Store) -> list[Finding]:
@@ -33,9 +34,11 @@ def check(store: Store) -> list[Finding]:
     finally:
         fresh.close()
     findings = checks.from_problems(rebuild.problems, root, truth)
-    findings += checks.leftovers(root)
-    findings += checks.special_files(root)
-    findings += checks.dangling_tags(root, truth)
+    content = set(names(root, CONTENT))  # each folder listed once for every check
+    scans = {kind: scan(root, kind) for kind in (METADATA, LAYERS, MOUNTS)}
+    findings += checks.leftovers(root, content, scans[LAYERS])
+    findings += checks.special_files(root, scans)
+    findings += checks.dangling_tags(content, truth)
     kind = ProblemKind.INDEX
     damage = store.index.damage()
     try:

@@ -144,10 +144,6 @@ def _deep_json(data: Any) -> str:
 
 
 
-def to_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    return "".join(_csv_lines(columns, rows))
-
-
 def _csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -181,4 +177,4 @@ def _cells(row: Sequence[Any]) -> list[str]:
     return [v if type(v) is str else "" if v is None else str(jsonable(v)) for v in row]
 
 
-__all__ = ["Records", "emit", "jsonable", "lines", "render", "to_csv", "to_json", "to_table"]
+__all__ = ["Records", "emit", "jsonable", "lines", "render", "to_json", "to_table"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 
 from imagestore.index import schema
 from imagestore.index.queries import is_head
@@ -72,8 +72,6 @@ def configs(index: Index) -> dict[str, bytes]:
 
 def counts(index: Index) -> dict[str, int]:
     """How many images, layers, tags and problems the index holds."""
-    from sqlalchemy import func
-
     tables = {"images": schema.images, "layers": schema.layers, "tags": schema.tags,
               "problems": schema.problems}
     results = index.fetch(*(select(func.count()).select_from(t) for t in tables.values()))
