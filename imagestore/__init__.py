@@ -10,20 +10,24 @@ from imagestore.errors import (
     AmbiguousImageID,
     DaemonRunning,
     DigestMismatch,
+    DriverBusy,
     ImageNotFound,
     ImageStoreError,
     IndexCorrupt,
     IndexUnavailable,
     InvalidImageConfig,
     LayerNotFound,
+    NoSuchStore,
     ReadOnlyStore,
+    UnsafeDriverData,
+    UnsupportedDriver,
 )
 
 if TYPE_CHECKING:
     from imagestore.moby.image import Image, RootFS
     from imagestore.moby.layerdb import LayerMetadata
     from imagestore.opening import open
-    from imagestore.store import Store
+    from imagestore.store import Deletion, Store
     from imagestore.sync import Problem, ProblemKind, SyncReport
 
 # Loaded on first use: the command line's --help and usage errors must not pay for the
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Image": "imagestore.moby.image", "RootFS": "imagestore.moby.image",
     "LayerMetadata": "imagestore.moby.layerdb", "open": "imagestore.opening",
-    "Store": "imagestore.store", "Problem": "imagestore.sync",
+    "Store": "imagestore.store", "Deletion": "imagestore.store", "Problem": "imagestore.sync",
     "ProblemKind": "imagestore.sync", "SyncReport": "imagestore.sync",
 }
 
@@ -50,7 +54,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousImageID",
     "DaemonRunning",
+    "Deletion",
     "DigestMismatch",
+    "DriverBusy",
     "Image",
     "ImageNotFound",
     "ImageStoreError",
@@ -59,11 +65,14 @@ __all__ = [
     "InvalidImageConfig",
     "LayerMetadata",
     "LayerNotFound",
+    "NoSuchStore",
     "Problem",
     "ProblemKind",
     "ReadOnlyStore",
     "RootFS",
     "Store",
     "SyncReport",
+    "UnsafeDriverData",
+    "UnsupportedDriver",
     "open",
 ]

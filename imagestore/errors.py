@@ -86,10 +86,65 @@ class IndexCorrupt(IndexUnavailable):
     (``Store.sync(full=True)``, ``imagestore sync --full``) loses nothing."""
 
 
+class NoSuchStore(IndexUnavailable, LookupError):
+    """The index holds no store of that name (``name``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+# -- graph-driver data (rm, prune, fsck) -------------------------------------------------------
+class DriverBusy(ImageStoreError):
+    """Something is mounted under the driver's folder (``mounts``), or that cannot be told
+    (``reason``): deleting would delete through the mount."""
+
+    def __init__(self, home: str, mounts: tuple[str, ...] = (), reason: str = "") -> None:
+        super().__init__(home, mounts, reason)  # args rebuild it (pickle, copy)
+        self.home = home
+        self.mounts = mounts
+        self.reason = reason
+
+    def __str__(self) -> str:
+        if not self.mounts:
+            return f"cannot remove driver data under {self.home}: {self.reason}"
+        more = f" and {len(self.mounts) - 1} more" if len(self.mounts) > 1 else ""
+        return (f"cannot remove driver data under {self.home}: {self.mounts[0]}{more} is "
+                f"mounted there (stop the containers that use it)")
+
+
+class UnsafeDriverData(ImageStoreError):
+    """Removing this data as asked would reach beyond the layer's own files (``path``)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"refusing to remove {self.path}: {self.reason}"
+
+
+class UnsupportedDriver(ImageStoreError):
+    """The root's storage driver keeps data this package cannot remove as the engine does."""
+
+    def __init__(self, driver: str, image_root: str = "",
+                 supported: tuple[str, ...] = ("vfs", "overlay2")) -> None:
+        super().__init__(driver, image_root, supported)  # args rebuild it (pickle, copy)
+        self.driver = driver
+        self.image_root = image_root
+        self.supported = supported
+
+    def __str__(self) -> str:
+        return (f"storage driver {self.driver!r} is not supported: only the data of "
+                f"{' and '.join(self.supported)} can be released")
+
+
 __all__ = [
     "AmbiguousImageID",
     "DaemonRunning",
     "DigestMismatch",
+    "DriverBusy",
     "ImageNotFound",
     "ImageStoreError",
     "IndexCorrupt",
@@ -97,5 +152,8 @@ __all__ = [
     "InvalidConfigType",
     "InvalidImageConfig",
     "LayerNotFound",
+    "NoSuchStore",
     "ReadOnlyStore",
+    "UnsafeDriverData",
+    "UnsupportedDriver",
 ]

@@ -20,12 +20,17 @@ def open(
     sync: bool = True,
     force: bool = False,
     progress: Progress | None = None,
+    name: str | None = None,
+    keep_env: bool = False,
 ) -> Store:
     """Open the image root ``root`` with its index (created and migrated as needed).
 
     ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
     entries are read; the report is ``Store.last_sync``). ``force``: write even while a
-    ``dockerd`` is using the root (normally refused).
+    ``dockerd`` is using the root (normally refused). ``name``: the store's name in the
+    index (default ``HOST:/real/path`` of the image root); one index holds many stores.
+    ``keep_env``: an index on a server keeps configs' Env values and build arguments too
+    (by default it stores them redacted; a local file always keeps them).
     """
     image_root = find_root(root)  # nothing under it changes before the first write
     built: list[SyncReport] = []
@@ -38,16 +43,18 @@ def open(
     inside = [image_root, *([image_root.parent.parent] if image_root.parent.name == "image"
                             else [])]
     store = Store(image_root, Index.open(index, image_root, readonly=readonly,
-                                         fill=fill if sync else None, forbidden=inside),
+                                         fill=fill if sync else None, forbidden=inside,
+                                         name=name, keep_env=keep_env),
                   readonly=readonly, force=force)
+    policy_changed = store.index.store.redacted != store.index.redact
     if built:
         store.last_sync = built[-1]
     elif sync and store.index.frozen:
         warnings.warn(f"index {store.index.location()} cannot be written: answering from it "
                       f"as it stands, without syncing", stacklevel=2)
-    elif sync:
-        try:
-            store.sync(progress=progress)
+    elif sync or (policy_changed and not store.index.frozen):
+        try:  # configs stored under another redaction rule are all read again
+            store.sync(full=policy_changed, progress=progress)
         except BaseException:
             store.close()
             raise

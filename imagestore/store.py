@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -31,11 +32,13 @@ from imagestore.moby.digest import (
     parse_search_term,
     prefix_upper_bound,
 )
+from imagestore.moby.drivers import Driver, find_driver, finish_removals
 from imagestore.moby.files import MAX_FILE_SIZE
 from imagestore.moby.image import Image, check_history, format_time, parse_config, parse_time
 from imagestore.moby.imagedb import ImageDB
-from imagestore.moby.layerdb import LayerMetadata
+from imagestore.moby.layerdb import BadEntry, LayerMetadata
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, Root
+from imagestore.saving import Saving
 from imagestore.sync import Progress, SyncReport, record, reread, run
 
 MAX_CANDIDATES = 1000
@@ -49,12 +52,23 @@ def image_id_of(value: str) -> str:
     return image_id
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting one image removed: its layers (top first, as moby's ``Release``
+    returns them), the apparent bytes of graph-driver data freed, and what could not be
+    removed (the image itself is gone by then, as in moby)."""
+
+    layers: list[LayerMetadata]
+    driver_bytes: int = 0
+    failures: tuple[str, ...] = ()
+
+
 def _require(reader: Reader, image_id: str, message: str = "No such image") -> None:
     if not reader.has_image(image_id):
         raise ImageNotFound(f"{message}: {image_id}")
 
 
-class Store:
+class Store(Saving):
     """A Docker image root and its index. Use ``imagestore.open`` to get one."""
 
     def __init__(self, root: Path, index: Index, *, readonly: bool, force: bool = False
@@ -65,6 +79,8 @@ class Store:
         self.force = force
         # The report of this store's latest sync (the one ``open`` ran, if it did).
         self.last_sync: SyncReport | None = None
+        self._tidied = False  # deletes a crash interrupted were finished by this open
+        self._driver: tuple[Driver | None] | None = None
 
     def close(self) -> None:
         self.index.close()
@@ -80,7 +96,39 @@ class Store:
     def _write(self, what: str) -> Iterator[Writer]:
         check_writable(self.root.path, readonly=self.readonly, force=self.force, what=what)
         with self.index.write() as tx:
+            self._tidy()
             yield tx
+
+    def _tidy(self) -> None:
+        """Finish the layer deletes a crash interrupted (``-removing`` folders), as moby's
+        layer store does at start: once, at this open's first write, never at a reading
+        open (fsck reports them instead). What cannot be finished is left for fsck."""
+        if self._tidied:
+            return
+        self._tidied = True
+        with contextlib.suppress(ImageStoreError, OSError):  # left for fsck to report
+            driver = self.driver()
+            if driver is not None:
+                finish_removals(driver, self.root.layerdb)
+
+    def driver(self) -> Driver | None:
+        """The graph driver whose data this root's layers name (``None`` for a root outside
+        a data-root: no driver data is touched then). Raises ``UnsupportedDriver`` for a
+        driver whose data cannot be removed as the engine removes it."""
+        if self._driver is None:
+            self._driver = (find_driver(self.root.path),)
+        return self._driver[0]
+
+    def check_delete(self) -> Driver | None:
+        """Raise now what a delete would refuse, before a caller writes anything (an untag
+        that precedes a delete): a read-only store, a live dockerd, an unsupported driver,
+        anything mounted under the driver's folder. Returns the driver."""
+        check_writable(self.root.path, readonly=self.readonly, force=self.force,
+                       what="delete an image")
+        driver = self.driver()
+        if driver is not None:
+            driver.check_unmounted()
+        return driver
 
     def _imagedb(self) -> ImageDB:
         return ImageDB(self.root.path / "imagedb", create=not self.readonly)
@@ -121,26 +169,54 @@ class Store:
         return Image(image_id, *row)
 
     def delete(self, image_id: str) -> list[LayerMetadata]:
-        """Delete as moby does: children lose their parent link, unreferenced layers go."""
+        """Delete as moby does: children lose their parent link, unreferenced layers go,
+        with their graph-driver data (``delete_image`` also says how many bytes)."""
+        done = self.delete_image(image_id)
+        if done.failures:
+            raise ImageStoreError(f"image {image_id} deleted, but {done.failures[0]}")
+        return done.layers
+
+    def delete_image(self, image_id: str) -> Deletion:
+        """``delete``, answering what was removed. Everything that could refuse (a driver
+        this package cannot release, a mount under the driver's folder, a layer whose
+        driver data is not its own) refuses before anything is written; a layer that fails
+        to go after that is reported in ``failures`` (the image is gone, as in moby)."""
         image_id = image_id_of(image_id)
         with self._write("delete an image") as tx:
+            driver = self.driver()
+            if driver is not None:
+                driver.check_unmounted()
             top = tx.image_chain(image_id)
             if top is None:
                 raise ImageNotFound(f"unrecognized image ID {image_id}")
             children = tx.children(image_id)
+            tx.delete_image(image_id)  # rolled back with the rest if a check below fails
+            released = [LayerMetadata(*layer) for layer in tx.release(top[0])]
+            if driver is not None:
+                for layer in released:
+                    self._check_release(driver, layer.chain_id)
             imagedb = self._imagedb()
             for child in children:
                 imagedb.delete_metadata(child, "parent")
             imagedb.delete(image_id)
-            tx.delete_image(image_id)
-            released = [LayerMetadata(*layer) for layer in tx.release(top[0])]
+            freed, failures = 0, list[str]()
             for layer in released:
-                self.root.layerdb.remove_layer(layer.chain_id)
+                try:
+                    freed += self.root.layerdb.remove_layer(layer.chain_id, driver)
+                except (OSError, ImageStoreError) as exc:  # moby logs it and goes on
+                    failures.append(f"layer {layer.chain_id} was not removed: {exc}")
             touched = [CONTENT + hex_of(image_id), METADATA + hex_of(image_id)]
             touched += [METADATA + hex_of(c) for c in children]
             touched += [LAYERS + hex_of(m.chain_id) for m in released]
             record(tx, self.root, touched)
-            return released
+        return Deletion(released, freed, tuple(failures))
+
+    def _check_release(self, driver: Driver, chain: str) -> None:
+        try:
+            cache_id = self.root.layerdb.read_ids(hex_of(chain))[1]
+        except BadEntry as exc:
+            raise ImageStoreError(f"cannot remove layer {chain}: {exc}") from None
+        driver.check_release(cache_id)
 
     def search(self, term: str) -> str:
         """The one ID starting with ``term`` (moby's digest-set rules, no minimum length)."""
@@ -248,4 +324,4 @@ class Store:
         return self.last_sync
 
 
-__all__ = ["Store", "image_id_of"]
+__all__ = ["Deletion", "Store", "image_id_of"]

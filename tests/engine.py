@@ -32,8 +32,10 @@ class Engine:
         self.sock = self.exec_root / "docker.sock"
         self.log = self.exec_root / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._earlier_log = ""
 
     def start(self) -> Engine:
+        self.exec_root.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["dockerd", "--data-root", str(self.data_root), "--exec-root",
@@ -61,6 +63,10 @@ class Engine:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        # Nothing left in /tmp: the log is kept in memory for log_text().
+        if self.log.exists():
+            self._earlier_log += self.log.read_text(errors="replace")
+        shutil.rmtree(self.exec_root, ignore_errors=True)
 
     def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "-H", f"unix://{self.sock}", *args], check=check,
@@ -75,4 +81,5 @@ class Engine:
         return data[0]
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        now = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return self._earlier_log + now

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "imagestore"
 # Lower layers never import higher ones.
 LAYERS = ["imagestore.errors", "imagestore.moby", "imagestore.index", "imagestore.sync",
-          "imagestore.store", "imagestore.opening", "imagestore.cli"]
+          "imagestore.saving", "imagestore.store", "imagestore.opening", "imagestore.cli"]
 MAX_LINES = 450
 
 

@@ -486,8 +486,9 @@ def test_layer_rows_no_sync_could_write_are_dropped(empty_root: Path,
     store = open_store(root)
     with store.index.engine.begin() as conn:
         conn.exec_driver_sql(
-            "INSERT INTO layers (chain_id, diff_id, parent_id, diff_size, size, cache_id, depth)"
-            " VALUES ('sha256:not-hex', ?, NULL, 1, 1, 'c', 1)", (a,))
+            "INSERT INTO layers (store_id, chain_id, diff_id, parent_id, diff_size, size, "
+            "cache_id, depth) VALUES (?, 'sha256:not-hex', ?, NULL, 1, 1, 'c', 1)",
+            (store.index.store_id, a))
     make_layers(root, [a, b])  # the layers moved: the next sync reads them
     store.sync()
     with store.index.engine.connect() as conn:

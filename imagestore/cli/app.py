@@ -22,17 +22,22 @@ import imagestore
 from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
 
 if TYPE_CHECKING:
+    from imagestore.index import Index
     from imagestore.store import Store
 
 
 class Context:
-    def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool) -> None:
+    def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool,
+                 name: str | None = None, keep_env: bool = False) -> None:
         self.root = root
         self.index = index
         self.readonly = readonly
         self.force = force
+        self.name = name
+        self.keep_env = keep_env
         self.writes = False  # the command asked for a writable store
         self._store: Store | None = None
+        self._all: Index | None = None
 
     def store(self, *, write: bool = False, sync: bool = True) -> Store:
         if self.root is None:
@@ -43,12 +48,32 @@ class Context:
                 raise ImageStoreError("this command writes to the store; drop --readonly")
             with progress_bar() as bar:
                 self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
-                                              force=self.force, sync=sync, progress=bar)
+                                              force=self.force, sync=sync, progress=bar,
+                                              name=self.name, keep_env=self.keep_env)
         return self._store
+
+    def whole_index(self) -> Index:
+        """The index with all its stores: ``--index``, or the default index of ``--root``."""
+        if self._all is None:
+            from imagestore.index import Index
+            from imagestore.index.engine import default_index_path
+            from imagestore.moby.root import find_root
+
+            if self.index is not None:
+                where: str = self.index
+            elif self.root is not None:
+                where = str(default_index_path(find_root(self.root)))
+            else:
+                raise click.UsageError("no index given: pass --index PATH|URL (or --root DIR "
+                                       "for that root's default index)")
+            self._all = Index.open_all(where)
+        return self._all
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+        if self._all is not None:
+            self._all.close()
 
     def recover(self, exc: IndexCorrupt) -> bool:
         """After a command met a damaged index: set it aside and rebuild it from the root
@@ -160,12 +185,18 @@ def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[...
               help="Never write under the root (evidence, mounted images); the index is kept.")
 @click.option("--force", is_flag=True,
               help="Write even while a dockerd is using the root (it will not notice).")
+@click.option("--name", envvar="IMAGESTORE_NAME", metavar="NAME",
+              help="The store's name in the index, which may hold many stores (default: "
+                   "HOST:/real/path of the image root). [env: IMAGESTORE_NAME]")
+@click.option("--keep-env", is_flag=True,
+              help="On a server index, keep configs' Env values and build arguments "
+                   "(redacted by default; a local file keeps them always).")
 @click.version_option(imagestore.__version__, prog_name="imagestore")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
-        force: bool) -> None:
+        force: bool, name: str | None, keep_env: bool) -> None:
     """Docker's image store, read and written without a daemon, with a persistent SQL index."""
-    ctx.obj = Context(root, index, readonly, force)
+    ctx.obj = Context(root, index, readonly, force, name, keep_env)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -187,32 +187,40 @@ def create(ctx: Context, file: Any) -> None:
 
 @cli.command()
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--keep-tags", is_flag=True,
-              help="Leave repositories.json alone (the store's Delete only).")
+@click.option("-f", "--force", "force_delete", is_flag=True,
+              help="Untag every reference and delete even with stopped containers "
+                   "(never an image a running container uses, nor one with children).")
+@click.option("--no-prune", is_flag=True, help="Do not delete untagged parents.")
 @output_options()
 @pass_ctx
-def rm(ctx: Context, refs: tuple[str, ...], keep_tags: bool, fmt: str | None) -> None:
-    """Delete images as the store's Delete does; print what was removed.
-
-    References to a deleted image are removed from repositories.json too (as `docker rmi`
-    untags first), unless --keep-tags.
-    """
-    from imagestore.cli import report
+def rm(ctx: Context, refs: tuple[str, ...], force_delete: bool, no_prune: bool,
+       fmt: str | None) -> None:
+    """Remove images as `docker rmi` does: untag, delete, release layers, prune parents."""
+    from imagestore.cli.prune import Daemon, summary
+    from imagestore.errors import ImageNotFound, ImageStoreError
 
     store = ctx.store(write=True)
-    ids = [report.resolve(store, r) for r in refs]
-    results = []
-    for image_id in dict.fromkeys(ids):
-        untagged = [] if keep_tags else report.untag(store, image_id)
-        layers = store.delete(image_id)
-        results.append({"id": image_id, "untagged": untagged,
-                        "layers": [layer.chain_id for layer in layers]})
-
-    def text(_: Any) -> str:
-        return "".join(lines(f"Untagged: {t}" for t in r["untagged"]) + f"Deleted: {r['id']}\n"
-                       + lines(f"Deleted: {c}" for c in r["layers"]) for r in results)
-
-    emit(results, fmt, text)
+    store.check_delete()  # a daemon, a driver, a mount: refused before anything is written
+    daemon = Daemon(store, apply=True)
+    errors: list[ImageStoreError] = []
+    try:
+        for given in refs:
+            try:
+                image_id = daemon.resolve(given)
+                daemon.image_delete(given, image_id, force=force_delete, prune=not no_prune)
+            except ImageStoreError as failed:
+                errors.append(failed)
+    finally:
+        daemon.finish()
+    emit(summary(daemon), fmt, lambda _: lines(
+        f"{kind.capitalize()}: {value}" for kind, value in daemon.done))
+    for failure in daemon.failures:
+        click.echo(f"imagestore: warning: {failure}", err=True)
+    for exc in errors:
+        click.echo(f"imagestore: {exc}", err=True)
+    # docker rmi -f: images not found are not an error
+    if errors and (not force_delete or not all(isinstance(e, ImageNotFound) for e in errors)):
+        sys.exit(1)
 
 
 @cli.command("set-parent")
@@ -245,19 +253,24 @@ def sql(ctx: Context, query: str, params: tuple[str, ...], timeout: float,
 
 @cli.command()
 @click.option("--repair", is_flag=True,
-              help="Remove leftovers, orphan metadata, tags of missing images and unreferenced "
-                   "failed creates; rebuild or resync the index; nothing else.")
+              help="Remove leftovers, orphan metadata, tags of missing images, unreferenced "
+                   "failed creates and driver folders nothing uses; finish interrupted "
+                   "deletes; rebuild or resync the index; nothing else.")
+@click.option("--layers", is_flag=True,
+              help="Also rebuild every layer's tar (written nowhere) and name each missing or "
+                   "changed file.")
 @output_options()
 @pass_ctx
-def fsck(ctx: Context, repair: bool, fmt: str | None) -> None:
-    """Verify every digest, layer chain and parent link, and the index against the disk.
+def fsck(ctx: Context, repair: bool, layers: bool, fmt: str | None) -> None:
+    """Verify every digest, layer chain and parent link, the index against the disk, and the
+    graph driver's folders.
 
     Exit 0 when clean, 1 when something was found (after --repair: when something is left).
     """
     from imagestore.cli import fsck as checker
 
     store = ctx.store(write=repair)
-    findings = checker.check(store)
+    findings = checker.check(store, layers=layers)
     repaired = checker.repair(store, findings) if repair else []
 
     def text(_: Any) -> str:

@@ -4,28 +4,52 @@ The sync trusts signatures; fsck trusts nothing: it rebuilds the index from ever
 disk into a private in-memory index, with the sync's own readers (so it re-hashes every
 content file and walks every layer chain by the same rules), reports what that rebuild
 skipped, compares it with the stored index, checks the index file itself, and checks what
-no sync looks at (``checks``).
+no sync looks at (``checks``): the graph driver's folders (what nothing uses, what is gone,
+deletes left half done) and, with ``layers``, every layer's files against its tar-split.
+
+Without ``--repair`` nothing under the root changes: every check here only reads.
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 from imagestore.cli import checks, report
 from imagestore.cli.checks import Finding
 from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
+from imagestore.moby import buildkit, drivers
 from imagestore.moby.daemon import check_writable
+from imagestore.moby.drivers import Driver, UnsupportedDriver
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS
 from imagestore.store import Store
 from imagestore.sync import ProblemKind, run
 from imagestore.sync.scan import names, scan
 
+LAYER_DATA = "layer-data"  # a layer whose tar cannot be rebuilt byte for byte
+_DRIVER_ACTIONS = {
+    drivers.ORPHAN: "remove it (fsck --repair)",
+    drivers.DANGLING_LINK: "remove the link (fsck --repair)",
+    drivers.UNCLAIMED: "left alone: it may be BuildKit's; make snapshots.db readable to tell",
+    drivers.MISSING: "the layer's files are gone: remove the images that use it, or pull or "
+                     "load them again",
+    drivers.UNFINISHED: "finish the delete: fsck --repair releases its driver data",
+}
 
-def check(store: Store) -> list[Finding]:
+
+def _driver(store: Store) -> Driver | None:
+    try:
+        return store.driver()
+    except UnsupportedDriver as exc:
+        warnings.warn(f"{exc}: its folders are not checked", stacklevel=2)
+        return None
+
+
+def check(store: Store, *, layers: bool = False) -> list[Finding]:
     root = store.root
-    fresh = Index.scratch()
+    fresh = Index.scratch(root.path)
     try:
         with fresh.write() as tx:
             rebuild = run(tx, root, full=True)
@@ -33,10 +57,11 @@ def check(store: Store) -> list[Finding]:
         configs = listing.configs(fresh)
     finally:
         fresh.close()
+    driver = _driver(store)
     findings = checks.from_problems(rebuild.problems, root, truth)
     content = set(names(root, CONTENT))  # each folder listed once for every check
     scans = {kind: scan(root, kind) for kind in (METADATA, LAYERS, MOUNTS)}
-    findings += checks.leftovers(root, content, scans[LAYERS])
+    findings += checks.leftovers(root, content, scans[LAYERS], removing=driver is None)
     findings += checks.special_files(root, scans)
     findings += checks.dangling_tags(content, truth)
     kind = ProblemKind.INDEX
@@ -54,16 +79,68 @@ def check(store: Store) -> list[Finding]:
         findings += [Finding.of(kind, str(row[0]), f"{what} in index not on disk")
                      for row in sorted(stored[what] - rows, key=str)]
     findings += checks.links(truth, configs)
+    if driver is not None:
+        findings += driver_findings(store, driver)
+    if layers:
+        findings += layer_findings(store, driver, sorted((str(r[0]), str(r[1]))
+                                                         for r in truth["layer"]))
     return findings
 
 
+def _shown(store: Store, path: str) -> str:
+    """A path as findings name them: relative to the image root when inside it."""
+    return str(Path(path).relative_to(store.root.path)) \
+        if Path(path).is_relative_to(store.root.path) else path
+
+
+def driver_findings(store: Store, driver: Driver) -> list[Finding]:
+    """Driver folders nothing uses (no layer, container or BuildKit snapshot), with their
+    sizes; dangling ``l/`` links; layers whose folder is gone; deletes left half done. When
+    BuildKit's ``snapshots.db`` cannot be read, an unused folder is only unclaimed."""
+    refs = drivers.read_references(store.root.layerdb)
+    owned = buildkit.owned_folders(driver.home.parent)
+    found = drivers.find_orphans(driver, refs, None if owned.unreadable else owned.ids,
+                                 owned.unreadable or "")
+    out = []
+    for f in found:
+        finish = f.kind == drivers.UNFINISHED and f.path.endswith("-removing")
+        free = f.kind in (drivers.ORPHAN, drivers.DANGLING_LINK) and not refs.unreadable
+        action = _DRIVER_ACTIONS[f.kind] if finish or f.kind != drivers.UNFINISHED else \
+            "left alone: the engine's own write in progress (dockerd clears it at start)"
+        if f.kind == drivers.ORPHAN and refs.unreadable:
+            action = f"left alone: {refs.unreadable[0]} cannot be read, so its use is unknown"
+        size = f" ({f.size} bytes)" if f.kind in (drivers.ORPHAN, drivers.UNCLAIMED,
+                                                  drivers.UNFINISHED) else ""
+        out.append(Finding(_shown(store, f.path), f.kind, f.detail + size, action,
+                           free or finish, subject=f.path))
+    return out
+
+
+def layer_findings(store: Store, driver: Driver | None,
+                   layers: list[tuple[str, str]]) -> list[Finding]:
+    """Every layer's tar rebuilt from its tar-split and the driver's files, written nowhere:
+    each file missing or changed, by layer and path (in worker processes, one per core)."""
+    from imagestore.moby.tarsplit import check_layers, layer_source
+
+    if driver is None:
+        warnings.warn("the root is not inside a data-root with a vfs or overlay2 driver: "
+                      "its layers' files cannot be checked", stacklevel=2)
+        return []
+    problems = check_layers(layer_source(store.root.path, chain, diff) for chain, diff in layers)
+    return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{p.path}" if p.path else ""), LAYER_DATA,
+                    str(p), "the layer cannot be rebuilt exactly (save and push fail): pull or "
+                    "load its image again")
+            for p in problems]
+
+
 def repair(store: Store, findings: list[Finding]) -> list[Finding]:
-    """Remove leftovers of interrupted writes, orphan metadata, tags of missing images and
-    content files nothing refers to whose layers are missing; then resync (or rebuild) the
-    index. Nothing else is touched."""
+    """Remove leftovers of interrupted writes, orphan metadata, tags of missing images,
+    content files nothing refers to whose layers are missing, and driver folders and links
+    nothing uses; finish deletes left half done; then resync (or rebuild) the index.
+    Nothing else is touched."""
     check_writable(store.root.path, readonly=store.readonly, force=store.force,
                    what="repair the store")
-    repaired = [f for f in findings if f.repairable]
+    repaired = [f for f in findings if f.repairable and isinstance(f.check, ProblemKind)]
     base = store.root.path
     for f in repaired:
         if f.check == ProblemKind.MISSING_LAYER:
@@ -73,12 +150,32 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
             _remove(base / f.path)
     report.drop_references(store.root.repositories,
                            [f.subject for f in repaired if f.check == ProblemKind.DANGLING_TAG])
+    repaired += _repair_driver(store, [f for f in findings if f.repairable
+                                       and not isinstance(f.check, ProblemKind)])
     stale = [f for f in findings if f.check == ProblemKind.INDEX]
     if store.index.damage():
         store.index.rebuild(lambda tx: run(tx, store.root))
     elif stale or repaired:
         store.sync(full=True)
     return repaired + stale
+
+
+def _repair_driver(store: Store, found: list[Finding]) -> list[Finding]:
+    """Finish interrupted deletes (their driver data released), then remove what nothing
+    uses, both judged afresh; the findings whose path went."""
+    driver = _driver(store) if found else None
+    if driver is None:
+        return []
+    layerdb = store.root.layerdb
+    done = drivers.finish_removals(driver, layerdb)
+    owned = buildkit.owned_folders(driver.home.parent)
+    more = drivers.remove_orphans(driver, drivers.read_references(layerdb),
+                                  None if owned.unreadable else owned.ids, owned.unreadable or "")
+    for why in (done.refused, more.refused, *(f"{p}: {e}" for p, e in done.failed + more.failed)):
+        if why:
+            warnings.warn(why, stacklevel=2)
+    removed = {*done.removed, *more.removed}
+    return [f for f in found if f.subject in removed]
 
 
 def _remove(target: Path) -> None:
@@ -88,4 +185,4 @@ def _remove(target: Path) -> None:
         target.unlink(missing_ok=True)
 
 
-__all__ = ["Finding", "check", "repair"]
+__all__ = ["LAYER_DATA", "Finding", "check", "driver_findings", "layer_findings", "repair"]

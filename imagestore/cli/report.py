@@ -3,6 +3,7 @@ it, untagging, docker-style listings, inspect documents and the parent forest.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -82,8 +83,34 @@ def drop_references(path: Path, image_ids: Iterable[str]) -> list[str]:
     return removed
 
 
+def remove_reference(store: Store, ref: str) -> bool:
+    """Remove one reference (a key of ``repositories.json``) as moby's reference store
+    ``Delete`` does: from its own repository, which goes too when left empty. False when
+    there is no such reference. The index's tags are not touched: the file is not recorded,
+    so the next sync reads it again (once, after many of these)."""
+    check_writable(store.root.path, readonly=store.readonly, force=store.force,
+                   what="untag an image")
+    path = store.root.repositories
+    with store.index.write():  # the writers' lock: one rewrite of the file at a time
+        raw = read_optional(path, limit=MAX_FILE_SIZE)
+        if raw is None:
+            return False
+        try:
+            doc = json.loads(raw)
+            entries = doc["Repositories"].get(split_reference(ref)[0])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
+        if not isinstance(entries, dict) or ref not in entries:
+            return False
+        del entries[ref]
+        if not entries:
+            del doc["Repositories"][split_reference(ref)[0]]
+        atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+        return True
+
+
 # -- docker images ---------------------------------------------------------------------------
-def _full_name(name: str) -> str:
+def full_name(name: str) -> str:
     """A familiar name as the reference store sorts it: ``String()`` of the normalised
     reference (``web:1.0`` -> ``docker.io/library/web:1.0``)."""
     try:
@@ -139,7 +166,7 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
     for image_id, repository, tag in tag_rows:
         name = full.get(repository)
         if name is None:
-            name = full[repository] = _full_name(repository)
+            name = full[repository] = full_name(repository)
         # The repository's place among the image's references: only the separator after the
         # name matters, as names hold neither ':' (after the domain) nor '@'.
         key = f"{name}:{tag}" if tag is not None else f"{name}@"
@@ -197,9 +224,9 @@ def inspect(store: Store, image_id: str) -> Row:
     for ref in refs:
         _, tag, digest = split_reference(ref)
         if tag is not None:
-            tags.append((_full_name(ref), ref))
+            tags.append((full_name(ref), ref))
         elif digest is not None:
-            digests.append((_full_name(ref), ref))
+            digests.append((full_name(ref), ref))
     container = parse_config(image.raw).get("container")
     return {
         "id": image.id,
@@ -331,4 +358,5 @@ def draw_forest(roots: list[Node]) -> list[str]:
     return lines
 
 
-__all__ = ["Node", "draw_forest", "forest", "image_rows", "inspect", "resolve", "untag"]
+__all__ = ["Node", "draw_forest", "forest", "full_name", "image_rows", "inspect",
+           "remove_reference", "resolve", "untag"]

@@ -33,28 +33,31 @@ def under(column: Any, kind: str) -> Any:
 
 
 class Buckets:
-    """The ``entry_buckets`` and ``settings`` rows, inside one write transaction."""
+    """One store's ``entry_buckets`` and ``settings`` rows, inside one write transaction."""
 
-    def __init__(self, conn: Connection, backend: Backend) -> None:
+    def __init__(self, conn: Connection, backend: Backend, store: int) -> None:
         self.conn = conn
         self.backend = backend
+        self.store = store
 
     def digests(self, kind: str) -> Digests:
         """Bucket key -> (digest, entries) of one kind."""
         b = schema.entry_buckets
         return {r.prefix[len(kind):]: (r.digest, r.entries) for r in self.conn.execute(
-            select(b.c.prefix, b.c.digest, b.c.entries).where(under(b.c.prefix, kind)))}
+            select(b.c.prefix, b.c.digest, b.c.entries)
+            .where(b.c.store_id == self.store, under(b.c.prefix, kind)))}
 
     def any(self, kind: str) -> bool:
         b = schema.entry_buckets
         return self.conn.execute(
-            select(b.c.prefix).where(under(b.c.prefix, kind)).limit(1)).first() is not None
+            select(b.c.prefix).where(b.c.store_id == self.store, under(b.c.prefix, kind))
+            .limit(1)).first() is not None
 
     def signatures(self, kind: str, keys: set[str] | None) -> dict[str, int]:
         """Name -> stored signature of the entries of one kind in these buckets (``None``:
         all of them)."""
         b = schema.entry_buckets
-        query = select(b.c.signatures)
+        query = select(b.c.signatures).where(b.c.store_id == self.store)
         out: dict[str, int] = {}
         if keys is None:
             for text in self.conn.scalars(query.where(under(b.c.prefix, kind))):
@@ -71,7 +74,8 @@ class Buckets:
         may come one bucket at a time: a cold sync's 12,000 need not all be alive at once."""
         b = schema.entry_buckets
         for chunk in batches(sorted(kind + k for k in replaced), IN_BATCH):
-            self.conn.execute(delete(b).where(b.c.prefix.in_(chunk)))
+            self.conn.execute(delete(b).where(b.c.store_id == self.store,
+                                              b.c.prefix.in_(chunk)))
         batch: list[tuple[str, int, int, str]] = []
         for key, digest, sigs in rows:
             batch.append((kind + key, digest, len(sigs), _dump(sigs)))
@@ -82,7 +86,8 @@ class Buckets:
 
     def _insert(self, rows: list[tuple[str, int, int, str]]) -> None:
         self.backend.bulk_insert(self.conn, "entry_buckets",
-                                 ("prefix", "digest", "entries", "signatures"), rows)
+                                 ("store_id", "prefix", "digest", "entries", "signatures"),
+                                 [(self.store, *row) for row in rows])
 
     def record(self, kind: str, key: str, name: str, signature: int | None) -> None:
         """One entry's new signature (``None``: it is gone), after the store itself wrote it.
@@ -92,24 +97,26 @@ class Buckets:
         entry left in it."""
         b = schema.entry_buckets
         prefix = kind + key
-        sigs = _load(self.conn.scalar(select(b.c.signatures).where(b.c.prefix == prefix)))
+        mine = (b.c.store_id == self.store) & (b.c.prefix == prefix)
+        sigs = _load(self.conn.scalar(select(b.c.signatures).where(mine)))
         if signature is None:
             sigs.pop(name, None)
         else:
             sigs[name] = signature
-        self.conn.execute(delete(b).where(b.c.prefix == prefix))
-        self.conn.execute(insert(b).values(prefix=prefix, digest=UNKNOWN, entries=len(sigs),
-                                           signatures=_dump(sigs)))
+        self.conn.execute(delete(b).where(mine))
+        self.conn.execute(insert(b).values(store_id=self.store, prefix=prefix, digest=UNKNOWN,
+                                           entries=len(sigs), signatures=_dump(sigs)))
 
     def setting(self, key: str) -> str | None:
         s = schema.settings
-        return self.conn.scalar(select(s.c.value).where(s.c.key == key))
+        return self.conn.scalar(select(s.c.value).where(s.c.store_id == self.store,
+                                                        s.c.key == key))
 
     def set_setting(self, key: str, value: str | None) -> None:
         s = schema.settings
-        self.conn.execute(delete(s).where(s.c.key == key))
+        self.conn.execute(delete(s).where(s.c.store_id == self.store, s.c.key == key))
         if value is not None:
-            self.conn.execute(insert(s).values(key=key, value=value))
+            self.conn.execute(insert(s).values(store_id=self.store, key=key, value=value))
 
 
 def _dump(sigs: dict[str, int]) -> str:

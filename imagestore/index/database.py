@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,8 +15,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.sql import ClauseElement
 
-from imagestore.errors import IndexUnavailable
-from imagestore.index import sqlbox
+from imagestore.errors import IndexUnavailable, NoSuchStore
+from imagestore.index import sqlbox, stores
 from imagestore.index.backends import Backend, for_url
 from imagestore.index.backends.base import Result
 from imagestore.index.engine import (
@@ -30,32 +31,55 @@ from imagestore.index.engine import (
 )
 from imagestore.index.locks import writer_lock
 from imagestore.index.queries import Reader
+from imagestore.index.stores import Identity, StoreInfo
 from imagestore.index.writes import Writer
 
 _DB_ERRORS = (DatabaseError, sqlite3.DatabaseError)
 # Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
 # key's index (tests/test_search.py checks the plan).
-PREFIX_SQL = "SELECT id FROM images WHERE id >= :lo AND id < :hi ORDER BY id LIMIT :n"
+PREFIX_SQL = ("SELECT id FROM images WHERE store_id = :s AND id >= :lo AND id < :hi "
+              "ORDER BY id LIMIT :n")
+
+
+def identity(image_root: Path, name: str | None = None) -> Identity:
+    """A store's identity; its default name is ``HOST:/real/path`` of its image root."""
+    host, root = socket.gethostname(), os.path.realpath(image_root)
+    if name is not None and not name.strip():
+        raise IndexUnavailable("the store name is empty")
+    # The driver is the folder's name only where Docker laid it out: <data-root>/image/<driver>.
+    driver = Path(root).name if Path(root).parent.name == "image" else ""
+    return Identity(name or f"{host}:{root}", host, root, driver)
 
 
 class Index:
-    """Use ``Index.open``; reads and writes go through ``read()`` and ``write()``."""
+    """Use ``Index.open``; reads and writes go through ``read()`` and ``write()``, and see
+    the rows of one store of the index (``store``)."""
 
-    def __init__(self, backend: Backend, engine: Engine, lock: Path | None) -> None:
+    def __init__(self, backend: Backend, engine: Engine, lock: Path | None,
+                 store: StoreInfo | None = None, *, redact: bool = False) -> None:
         self.backend = backend
         self.engine = engine
         self._lock = lock
+        self._store = store
+        self.redact = redact
         self._reader = backend.fast_reader(engine)
 
     @classmethod
     def open(cls, index: str | os.PathLike[str] | None, image_root: Path, *, readonly: bool,
              fill: Callable[[Writer], None] | None = None,
-             forbidden: Sequence[Path] = ()) -> Index:
-        """The index ``index`` (``None``: the default file for ``image_root``, a path, or an
+             forbidden: Sequence[Path] = (), name: str | None = None,
+             keep_env: bool = False) -> Index:
+        """The store of ``image_root`` (named ``name``, default ``HOST:/real/path``) in the
+        index ``index`` (``None``: the default file for ``image_root``, a path, or an
         SQLAlchemy URL), created and migrated as needed. A new index is filled by ``fill``
         inside its first write transaction, before any other process can see it. An index
-        file inside one of the ``forbidden`` folders is refused before anything is done."""
+        file inside one of the ``forbidden`` folders is refused before anything is done.
+
+        An index on a server (not a local file) stores configs with their Env values and
+        build arguments redacted, unless ``keep_env``."""
+        who = identity(image_root, name)
         backend = for_url(index_url(index, image_root))
+        redact = backend.SHARED and not keep_env
         if backend.file is not None:
             real = os.path.realpath(backend.file)
             for folder in forbidden:
@@ -67,11 +91,50 @@ class Index:
 
         def filled(conn: Connection) -> None:
             assert fill is not None
-            fill(Writer(conn, backend))
+            info = stores.claim(conn, who, redacted=redact)
+            fill(Writer(conn, backend, info.id, redact=redact))
 
         engine = prepare(backend, readonly=readonly, lock=lock,
-                         fill=filled if fill is not None else None)
-        return cls(backend, engine, lock)
+                         fill=filled if fill is not None else None, identity=who)
+        opened = cls(backend, engine, lock, redact=redact)
+        try:
+            opened._store = opened._claim(who)
+        except BaseException:
+            opened.close()
+            raise
+        return opened
+
+    @classmethod
+    def open_all(cls, index: str | os.PathLike[str]) -> Index:
+        """An existing index, for what concerns all its stores (``stores``, ``forget``)."""
+        backend = for_url(index_url(index, Path("/")))
+        if backend.file is not None and not backend.file.exists():
+            raise IndexUnavailable(f"no index at {backend.file}")
+        engine = prepare(backend, readonly=True, lock=backend.lock_path(state_dir(), Path("/")))
+        return cls(backend, engine, backend.lock_path(state_dir(), Path("/")))
+
+    def _claim(self, who: Identity) -> StoreInfo:
+        """This store's row, made (or adopted from an older index) in a short transaction of
+        its own when it is not there yet."""
+        with self.engine.connect() as conn:
+            found = stores.find(conn, who.name)
+        if found is not None:
+            return found
+        if self.frozen:
+            raise NoSuchStore(who.name, f"index {self.location()} holds no store named "
+                                        f"{who.name!r} and cannot be written")
+        with self._locked(store=None) as conn:
+            return stores.claim(conn, who, redacted=self.redact)
+
+    @property
+    def store(self) -> StoreInfo:
+        if self._store is None:
+            raise IndexUnavailable("this index was opened without a store")
+        return self._store
+
+    @property
+    def store_id(self) -> int:
+        return self.store.id
 
     def rebuild(self, fill: Callable[[Writer], object]) -> None:
         """Set this (corrupt) index aside and build it again, filled by ``fill``; raises the
@@ -80,21 +143,32 @@ class Index:
             raise IndexUnavailable(f"index {self.location()} is corrupt and cannot be rebuilt "
                                    f"here")
         self.close()
+        who = self._identity()
+
         def filled(conn: Connection) -> None:
-            fill(Writer(conn, self.backend))
+            info = stores.claim(conn, who, redacted=self.redact)
+            fill(Writer(conn, self.backend, info.id, redact=self.redact))
 
         rebuild(self.backend, self._lock, filled)
         self.engine = make_engine(self.backend)
         upgrade(self.engine)
         self._reader = self.backend.fast_reader(self.engine)
+        self._store = self._claim(who)
+
+    def _identity(self) -> Identity:
+        with self.engine.connect() as conn:
+            return stores.identity_of(conn, self.store_id)
 
     @classmethod
-    def scratch(cls) -> Index:
-        """A private in-memory index at the schema head, seen by no other process."""
+    def scratch(cls, image_root: Path) -> Index:
+        """A private in-memory index at the schema head, seen by no other process, with one
+        store for ``image_root``."""
         backend = for_url("sqlite://")
         engine = make_engine(backend)
         upgrade(engine)
-        return cls(backend, engine, None)
+        made = cls(backend, engine, None)
+        made._store = made._claim(identity(image_root))
+        return made
 
     # -- what it is ---------------------------------------------------------------------------
     @property
@@ -122,24 +196,47 @@ class Index:
     def read(self) -> Iterator[Reader]:
         try:
             with self.engine.connect() as conn, conn.begin():
-                yield Reader(conn, self.backend)
+                yield Reader(conn, self.backend, self.store_id)
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Writer]:
-        """The writers' lock (one writer per index at a time), then a write transaction."""
+        """The writers' lock, then a write transaction on this store's rows. On SQLite one
+        writer per index at a time (a lock file); on a server one per store (an advisory
+        lock), so stores sync side by side."""
+        with self._locked(store=self.store_id) as conn:
+            yield Writer(conn, self.backend, self.store_id, redact=self.redact)
+
+    @contextlib.contextmanager
+    def _locked(self, *, store: int | None) -> Iterator[Connection]:
         if self.frozen:
             raise IndexUnavailable(f"index {self.location()} cannot be written")
         try:
             with contextlib.ExitStack() as stack:
-                if self._lock is not None:
+                if self._lock is not None and self.backend.file is not None:
                     stack.enter_context(writer_lock(self._lock))
-                conn = stack.enter_context(self.engine.connect().execution_options(write=True))
+                conn = stack.enter_context(
+                    self.engine.connect().execution_options(write=True, store=store))
                 stack.enter_context(conn.begin())
-                yield Writer(conn, self.backend)
+                yield conn
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
+
+    # -- every store --------------------------------------------------------------------------
+    def stores(self) -> list[dict[str, Any]]:
+        """Every store of the index: name, host, root, driver, images, last_sync."""
+        with self.engine.connect() as conn, conn.begin():
+            return stores.listing(conn)
+
+    def forget(self, name: str) -> None:
+        """Delete every row of the store ``name`` (nothing on any disk)."""
+        with self.engine.connect() as conn:
+            found = stores.find(conn, name)
+        if found is None:
+            raise NoSuchStore(name, f"index {self.location()} holds no store named {name!r}")
+        with self._locked(store=found.id) as conn:
+            stores.forget(conn, name)
 
     def _damaged(self, exc: Exception) -> Exception:
         """A damaged index's error, wherever it surfaced, as one ``IndexCorrupt``; any other
@@ -150,7 +247,8 @@ class Index:
     def prefix(self, lo: str, hi: str, limit: int) -> list[str]:
         """Up to ``limit`` image IDs in [lo, hi), sorted."""
         try:
-            rows = self._reader.rows(PREFIX_SQL, {"lo": lo, "hi": hi, "n": limit})
+            rows = self._reader.rows(PREFIX_SQL, {"s": self.store_id, "lo": lo, "hi": hi,
+                                                  "n": limit})
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
         return [row[0] for row in rows]

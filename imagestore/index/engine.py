@@ -6,6 +6,7 @@ Only Alembic revisions create or change the schema; opening an index applies any
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -37,9 +38,11 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from imagestore.index.stores import Identity
+
 # The newest revision in migrations/versions (a test keeps the two equal): an index already
 # there opens without importing Alembic at all, which a warm CLI call notices.
-HEAD = "0004"
+HEAD = "0005"
 
 
 def state_dir() -> Path:
@@ -148,21 +151,25 @@ def current_revision(engine: Engine) -> str | None:
         return None if value is None else str(value)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply pending revisions; an index at ``HEAD`` costs one query."""
+def upgrade(engine: Engine, revision: str = "head", identity: Identity | None = None
+            ) -> None:
+    """Apply pending revisions; an index at ``HEAD`` costs one query. ``identity``: the
+    store whose root the index mirrored, for a revision that names an older index's rows."""
     if revision == "head" and current_revision(engine) == HEAD:
         return
     from alembic import command
 
     cfg = alembic_config()
+    if identity is not None:
+        cfg.attributes["store"] = dataclasses.asdict(identity)
     with engine.connect().execution_options(write=True) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
         conn.commit()
 
 
-def prepare(backend: Backend, *, readonly: bool, lock: Path, fill: Fill | None = None
-            ) -> Engine:
+def prepare(backend: Backend, *, readonly: bool, lock: Path, fill: Fill | None = None,
+            identity: Identity | None = None) -> Engine:
     """An engine on an index at the schema head.
 
     A new index is built by the backend, filled by ``fill`` (one write transaction) before
@@ -181,7 +188,7 @@ def prepare(backend: Backend, *, readonly: bool, lock: Path, fill: Fill | None =
     backend.build(lock, upgrade, fill)
     engine = make_engine(backend)
     try:
-        upgrade(engine)
+        upgrade(engine, identity=identity)
         return engine
     except (DatabaseError, OperationalError) as exc:
         engine.dispose()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exists, func, select
 
 from imagestore.index import schema
-from imagestore.index.queries import is_head
+from imagestore.index.queries import edge_of, is_head, layer_of
 
 if TYPE_CHECKING:
     from imagestore.index.database import Index
@@ -24,16 +24,19 @@ def listed_images(index: Index, *, all_images: bool, dangling: bool
     The database drops what will not be listed (most images are intermediates): untagged
     heads for ``dangling``, heads and tagged images without ``all_images``."""
     t, p, lt, tt = schema.images, schema.parents, schema.layers, schema.tags
+    s = index.store_id
     head = is_head()
-    tagged = exists().where(tt.c.image_id == t.c.id)
+    tagged = exists().where(tt.c.store_id == t.c.store_id, tt.c.image_id == t.c.id)
     query = (select(t.c.id, t.c.created, p.c.parent_id, lt.c.size, head.label("head"))
-             .outerjoin(p, p.c.child_id == t.c.id)
-             .outerjoin(lt, lt.c.chain_id == t.c.chain_id))
+             .outerjoin(p, edge_of(p, t))
+             .outerjoin(lt, layer_of(lt, t))
+             .where(t.c.store_id == s))
     if dangling:
         query = query.where(head, ~tagged)
     elif not all_images:
         query = query.where(head | tagged)
-    refs = select(tt.c.image_id, tt.c.repository, tt.c.tag).order_by(tt.c.repository, tt.c.tag)
+    refs = (select(tt.c.image_id, tt.c.repository, tt.c.tag).where(tt.c.store_id == s)
+            .order_by(tt.c.repository, tt.c.tag))
     images, tags = index.fetch(query, refs)
     return images, tags
 
@@ -41,9 +44,11 @@ def listed_images(index: Index, *, all_images: bool, dangling: bool
 def graph(index: Index) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
     """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
     t, p, tt = schema.images, schema.parents, schema.tags
-    ids, edges, refs = index.fetch(select(t.c.id).order_by(t.c.id),
-                                   select(p.c.child_id, p.c.parent_id),
-                                   select(tt.c.image_id, tt.c.ref).order_by(tt.c.ref))
+    s = index.store_id
+    ids, edges, refs = index.fetch(
+        select(t.c.id).where(t.c.store_id == s).order_by(t.c.id),
+        select(p.c.child_id, p.c.parent_id).where(p.c.store_id == s),
+        select(tt.c.image_id, tt.c.ref).where(tt.c.store_id == s).order_by(tt.c.ref))
     return [r[0] for r in ids], edges, refs
 
 
@@ -52,12 +57,15 @@ def contents(index: Index) -> dict[str, set[tuple[Any, ...]]]:
     incrementally must hold what a rebuild from disk holds)."""
     t, p, lt, mt, tt = (schema.images, schema.parents, schema.layers, schema.mounts,
                         schema.tags)
+    s = index.store_id
     kinds = {
-        "image": select(t.c.id, t.c.chain_id, t.c.last_updated, t.c.built_locally),
-        "parent link": select(p.c.child_id, p.c.parent_id),
-        "layer": select(lt.c.chain_id, lt.c.diff_id, lt.c.parent_id, lt.c.diff_size, lt.c.size),
-        "mount": select(mt.c.name, mt.c.parent_id),
-        "tag": select(tt.c.ref, tt.c.image_id),
+        "image": select(t.c.id, t.c.chain_id, t.c.last_updated, t.c.built_locally)
+        .where(t.c.store_id == s),
+        "parent link": select(p.c.child_id, p.c.parent_id).where(p.c.store_id == s),
+        "layer": select(lt.c.chain_id, lt.c.diff_id, lt.c.parent_id, lt.c.diff_size, lt.c.size)
+        .where(lt.c.store_id == s),
+        "mount": select(mt.c.name, mt.c.parent_id).where(mt.c.store_id == s),
+        "tag": select(tt.c.ref, tt.c.image_id).where(tt.c.store_id == s),
     }
     results = index.fetch(*kinds.values())
     return {kind: {tuple(r) for r in rows} for kind, rows in zip(kinds, results, strict=True)}
@@ -66,7 +74,7 @@ def contents(index: Index) -> dict[str, set[tuple[Any, ...]]]:
 def configs(index: Index) -> dict[str, bytes]:
     """Image ID -> config bytes of every image."""
     t = schema.images
-    (rows,) = index.fetch(select(t.c.id, t.c.raw))
+    (rows,) = index.fetch(select(t.c.id, t.c.raw).where(t.c.store_id == index.store_id))
     return {r[0]: bytes(r[1]) for r in rows}
 
 
@@ -74,8 +82,62 @@ def counts(index: Index) -> dict[str, int]:
     """How many images, layers, tags and problems the index holds."""
     tables = {"images": schema.images, "layers": schema.layers, "tags": schema.tags,
               "problems": schema.problems}
-    results = index.fetch(*(select(func.count()).select_from(t) for t in tables.values()))
+    results = index.fetch(*(select(func.count()).select_from(t)
+                            .where(t.c.store_id == index.store_id) for t in tables.values()))
     return {name: int(rows[0][0]) for name, rows in zip(tables, results, strict=True)}
 
 
-__all__ = ["ListedImage", "configs", "contents", "counts", "graph", "listed_images"]
+# -- what deleting and pruning images ask (moby's ImageDelete and ImagesPrune) ------------------
+# (image ID, top chain ID, created, lastUpdated)
+GraphImage = tuple[str, str | None, str | None, str | None]
+# (chain ID, parent chain ID, own size, cache ID)
+GraphLayer = tuple[str, str | None, int, str]
+
+
+def delete_graph(index: Index) -> tuple[list[GraphImage], list[tuple[str, str]],
+                                        list[tuple[str, str, str | None, str | None, str]],
+                                        list[GraphLayer], list[tuple[str, str | None]]]:
+    """What the daemon keeps in memory to delete images, from one snapshot: every image,
+    every (child, parent) edge, every reference (ref, repository, tag, digest, image ID),
+    every layer, every container mount (name, parent chain ID). No config is read."""
+    t, p, lt, mt, tt = (schema.images, schema.parents, schema.layers, schema.mounts,
+                        schema.tags)
+    s = index.store_id
+    images, edges, refs, layers, mounts = index.fetch(
+        select(t.c.id, t.c.chain_id, t.c.created, t.c.last_updated).where(t.c.store_id == s),
+        select(p.c.child_id, p.c.parent_id).where(p.c.store_id == s),
+        select(tt.c.ref, tt.c.repository, tt.c.tag, tt.c.digest, tt.c.image_id)
+        .where(tt.c.store_id == s),
+        select(lt.c.chain_id, lt.c.parent_id, lt.c.diff_size, lt.c.cache_id)
+        .where(lt.c.store_id == s),
+        select(mt.c.name, mt.c.parent_id).where(mt.c.store_id == s))
+    return images, edges, refs, layers, mounts
+
+
+def prune_candidates(index: Index, *, dangling: bool) -> list[tuple[str, str | None]]:
+    """(image ID, created) of what ``docker image prune`` considers, by ID: the heads
+    (``dangling``) or every image, less the images without a reference that have children
+    (intermediates: moby's ImagesPrune skips them)."""
+    t, tt = schema.images, schema.tags
+    head = is_head()
+    has_refs = exists().where(tt.c.store_id == t.c.store_id, tt.c.image_id == t.c.id)
+    query = (select(t.c.id, t.c.created).where(t.c.store_id == index.store_id)
+             .where(head if dangling else has_refs | head).order_by(t.c.id))
+    (rows,) = index.fetch(query)
+    return [(r[0], r[1]) for r in rows]
+
+
+def configs_of(index: Index, image_ids: list[str]) -> dict[str, bytes]:
+    """Image ID -> config bytes of these images only (a label filter judges candidates)."""
+    t = schema.images
+    out: dict[str, bytes] = {}
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start:start + 500]
+        (rows,) = index.fetch(select(t.c.id, t.c.raw).where(t.c.store_id == index.store_id,
+                                                            t.c.id.in_(chunk)))
+        out.update((r[0], bytes(r[1])) for r in rows)
+    return out
+
+
+__all__ = ["GraphImage", "GraphLayer", "ListedImage", "configs", "configs_of", "contents",
+           "counts", "delete_graph", "graph", "listed_images", "prune_candidates"]

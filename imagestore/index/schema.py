@@ -2,6 +2,10 @@
 
 The index is derived data: every row can be rebuilt from the root. Columns are plain types
 that sqlite3, sqlite-utils and Datasette users can query directly.
+
+One index holds many stores (a fleet's hosts, an investigator's disk images): every row
+belongs to one ``stores`` row, and every key starts with ``store_id``, so a store's rows are
+one range of each table and two stores never touch each other's rows or index pages.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -38,11 +43,32 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def _store_id() -> Mapped[int]:
+    return mapped_column(Integer, ForeignKey("stores.id", ondelete="CASCADE"),
+                         primary_key=True)
+
+
+class StoreRow(Base):
+    """One image root mirrored by the index, under the name its users gave it."""
+
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(PATH, unique=True)
+    host: Mapped[str | None] = mapped_column(Text)
+    root: Mapped[str | None] = mapped_column(Text)
+    driver: Mapped[str | None] = mapped_column(Text)
+    last_sync: Mapped[str | None] = mapped_column(Text)
+    # Configs are stored with their Env values and build arguments redacted.
+    redacted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class ImageRow(Base):
     """An image that passed the restore checks (valid config, digest, layer present)."""
 
     __tablename__ = "images"
 
+    store_id: Mapped[int] = _store_id()
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     created: Mapped[str | None] = mapped_column(Text)
     os: Mapped[str] = mapped_column(Text)
@@ -51,7 +77,7 @@ class ImageRow(Base):
     author: Mapped[str] = mapped_column(Text)
     comment: Mapped[str] = mapped_column(Text)
     docker_version: Mapped[str] = mapped_column(Text)
-    chain_id: Mapped[str | None] = mapped_column(ID, index=True)
+    chain_id: Mapped[str | None] = mapped_column(ID)
     layer_count: Mapped[int] = mapped_column(Integer)
     last_updated: Mapped[str | None] = mapped_column(Text)
     built_locally: Mapped[bool] = mapped_column(Boolean)
@@ -60,7 +86,8 @@ class ImageRow(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
     # Listings walk every image without touching the wide rows.
-    __table_args__ = (Index("ix_images_listing", "id", "created", "chain_id"),)
+    __table_args__ = (Index("ix_images_chain", "store_id", "chain_id"),
+                      Index("ix_images_listing", "store_id", "id", "created", "chain_id"))
 
 
 class ParentEdge(Base):
@@ -68,10 +95,15 @@ class ParentEdge(Base):
 
     __tablename__ = "image_parents"
 
-    child_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    store_id: Mapped[int] = _store_id()
+    child_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    parent_id: Mapped[str] = mapped_column(ID)
+
+    __table_args__ = (
+        ForeignKeyConstraint(["store_id", "child_id"], ["images.store_id", "images.id"],
+                             name="fk_image_parents_child_images", ondelete="CASCADE"),
+        Index("ix_image_parents_parent", "store_id", "parent_id"),
     )
-    parent_id: Mapped[str] = mapped_column(ID, index=True)
 
 
 class LayerRow(Base):
@@ -79,13 +111,19 @@ class LayerRow(Base):
 
     __tablename__ = "layers"
 
+    store_id: Mapped[int] = _store_id()
     chain_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    diff_id: Mapped[str] = mapped_column(ID, index=True)
-    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
+    diff_id: Mapped[str] = mapped_column(ID)
+    parent_id: Mapped[str | None] = mapped_column(ID)
     diff_size: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(BigInteger)  # the whole chain's, as docker reports it
     cache_id: Mapped[str] = mapped_column(Text)
     depth: Mapped[int] = mapped_column(Integer)
+
+    # Led by the digest, not the store: "which stores hold this layer?" is one range read.
+    __table_args__ = (Index("ix_layers_diff", "diff_id", "store_id"),
+                      Index("ix_layers_chain", "chain_id", "store_id"),
+                      Index("ix_layers_parent", "store_id", "parent_id"))
 
 
 class MountRow(Base):
@@ -93,10 +131,13 @@ class MountRow(Base):
 
     __tablename__ = "mounts"
 
+    store_id: Mapped[int] = _store_id()
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     mount_id: Mapped[str] = mapped_column(Text)
     init_id: Mapped[str] = mapped_column(Text)
-    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
+    parent_id: Mapped[str | None] = mapped_column(ID)
+
+    __table_args__ = (Index("ix_mounts_parent", "store_id", "parent_id"),)
 
 
 class TagRow(Base):
@@ -104,11 +145,14 @@ class TagRow(Base):
 
     __tablename__ = "tags"
 
+    store_id: Mapped[int] = _store_id()
     ref: Mapped[str] = mapped_column(Text, primary_key=True)
     repository: Mapped[str] = mapped_column(Text)
     tag: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str | None] = mapped_column(Text)
-    image_id: Mapped[str] = mapped_column(ID, index=True)
+    image_id: Mapped[str] = mapped_column(ID)
+
+    __table_args__ = (Index("ix_tags_image", "store_id", "image_id"),)
 
 
 class EntryBucketRow(Base):
@@ -118,6 +162,7 @@ class EntryBucketRow(Base):
 
     __tablename__ = "entry_buckets"
 
+    store_id: Mapped[int] = _store_id()
     prefix: Mapped[str] = mapped_column(PATH, primary_key=True)
     digest: Mapped[int] = mapped_column(BigInteger)
     entries: Mapped[int] = mapped_column(Integer)
@@ -129,6 +174,7 @@ class ProblemRow(Base):
 
     __tablename__ = "problems"
 
+    store_id: Mapped[int] = _store_id()
     path: Mapped[str] = mapped_column(PATH, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text)
@@ -136,10 +182,11 @@ class ProblemRow(Base):
 
 
 class SettingRow(Base):
-    """Facts about the index itself (which root it mirrors, when it was last synced)."""
+    """Facts about a store's rows (the signature scheme, folder signatures)."""
 
     __tablename__ = "settings"
 
+    store_id: Mapped[int] = _store_id()
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text)
 
@@ -150,7 +197,12 @@ def _table(model: type[Base]) -> Table:
     return table
 
 
+# Every table whose rows belong to one store, children before parents.
+STORE_TABLES = ("image_parents", "images", "layers", "mounts", "tags", "entry_buckets",
+                "problems", "settings")
+
 # Core handles for the hot paths (bulk inserts and set-based queries, no ORM objects).
+stores = _table(StoreRow)
 images = _table(ImageRow)
 parents = _table(ParentEdge)
 layers = _table(LayerRow)
@@ -161,6 +213,7 @@ problems = _table(ProblemRow)
 settings = _table(SettingRow)
 
 __all__ = [
+    "STORE_TABLES",
     "Base",
     "EntryBucketRow",
     "ImageRow",
@@ -169,6 +222,7 @@ __all__ = [
     "ParentEdge",
     "ProblemRow",
     "SettingRow",
+    "StoreRow",
     "TagRow",
     "entry_buckets",
     "images",
@@ -177,5 +231,6 @@ __all__ = [
     "parents",
     "problems",
     "settings",
+    "stores",
     "tags",
 ]

@@ -7,16 +7,17 @@ The index is derived data: every row written here mirrors something on disk.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from imagestore.index import schema
+from imagestore.index import schema, stores
 from imagestore.index.backends import Backend
 from imagestore.index.buckets import Buckets
 from imagestore.index.engine import IN_BATCH, ROW_BATCH, batches, bulk_load
-from imagestore.index.queries import Reader
+from imagestore.index.queries import Reader, edge_of
 from imagestore.index.rows import (
     EDGE_COLUMNS,
     IMAGE_COLUMNS,
@@ -26,27 +27,44 @@ from imagestore.index.rows import (
     TAG_COLUMNS,
     ImageRow,
 )
+from imagestore.moby.redact import redact_config
 
 # A layer a delete released: (chain ID, diff ID, chain size, own size).
 Released = tuple[str, str, int, int]
+SYNC_STAMP_EVERY = dt.timedelta(minutes=1)
 _BULK_TABLES = {"layers": (schema.layers,), "images": (schema.images, schema.parents)}
 
 
 class Writer(Reader):
-    """Reads and writes inside one write transaction of the index."""
+    """Reads and writes of one store's rows inside one write transaction of the index.
 
-    def __init__(self, conn: Connection, backend: Backend) -> None:
-        super().__init__(conn, backend)
-        self.buckets = Buckets(conn, backend)
+    ``redact``: configs are stored with their Env values and build arguments redacted (an
+    index on a server collects a whole fleet's, see ``imagestore.moby.redact``)."""
+
+    def __init__(self, conn: Connection, backend: Backend, store: int, *,
+                 redact: bool = False) -> None:
+        super().__init__(conn, backend, store)
+        self.redact = redact
+        self.buckets = Buckets(conn, backend, store)
 
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
                 ) -> None:
+        mine = ("store_id", *columns)
         for part in batches(rows, ROW_BATCH):
-            self.backend.bulk_insert(self.conn, table, columns, part)
+            self.backend.bulk_insert(self.conn, table, mine,
+                                     [(self.store, *row) for row in part])
 
     def _delete_in(self, column: Any, values: Iterable[str]) -> None:
+        table = column.table
         for chunk in batches(sorted(values), IN_BATCH):
-            self.conn.execute(delete(column.table).where(column.in_(chunk)))
+            self.conn.execute(delete(table).where(table.c.store_id == self.store,
+                                                  column.in_(chunk)))
+
+    def _stored(self, row: ImageRow) -> ImageRow:
+        if not self.redact:
+            return row
+        raw = IMAGE_COLUMNS.index("raw")
+        return (*row[:raw], redact_config(row[raw]), *row[raw + 1:])
 
     @contextlib.contextmanager
     def bulk_load(self, tables: Literal["layers", "images"], expected: int) -> Iterator[None]:
@@ -56,46 +74,53 @@ class Writer(Reader):
 
     # -- the store's writes -------------------------------------------------------------------
     def insert_image(self, row: ImageRow, parent: str | None) -> None:
-        self.conn.execute(insert(schema.images), [dict(zip(IMAGE_COLUMNS, row, strict=True))])
+        self._insert("images", IMAGE_COLUMNS, [self._stored(row)])
         self.set_parent(row[0], parent)
 
     def delete_image(self, image_id: str) -> None:
         """The image's row and every edge that names it (its children keep their rows)."""
-        p = schema.parents
-        self.conn.execute(delete(p).where(p.c.parent_id == image_id))
-        self.conn.execute(delete(schema.images).where(schema.images.c.id == image_id))
+        p, t = schema.parents, schema.images
+        self.conn.execute(delete(p).where(p.c.store_id == self.store, p.c.parent_id == image_id))
+        self.conn.execute(delete(t).where(t.c.store_id == self.store, t.c.id == image_id))
 
     def release(self, chain: str | None) -> list[Released]:
         """Remove the rows of layers left with no reference (from an image, a child layer or
         a container mount) once an image's row is gone, top first, as moby's layer store
         releases them."""
         t, lt, mt = schema.images, schema.layers, schema.mounts
+        s = self.store
         released: list[Released] = []
         while chain is not None:
             refs = self.conn.execute(select(
-                select(func.count()).where(t.c.chain_id == chain).scalar_subquery()
-                + select(func.count()).where(lt.c.parent_id == chain).scalar_subquery()
-                + select(func.count()).where(mt.c.parent_id == chain).scalar_subquery()
+                select(func.count()).where(t.c.store_id == s, t.c.chain_id == chain)
+                .scalar_subquery()
+                + select(func.count()).where(lt.c.store_id == s, lt.c.parent_id == chain)
+                .scalar_subquery()
+                + select(func.count()).where(mt.c.store_id == s, mt.c.parent_id == chain)
+                .scalar_subquery()
             )).scalar_one()
-            layer = self.conn.execute(select(lt).where(lt.c.chain_id == chain)).first()
+            layer = self.conn.execute(select(lt).where(lt.c.store_id == s,
+                                                       lt.c.chain_id == chain)).first()
             if refs or layer is None:
                 break
             released.append((layer.chain_id, layer.diff_id, layer.size, layer.diff_size))
-            self.conn.execute(delete(lt).where(lt.c.chain_id == chain))
+            self.conn.execute(delete(lt).where(lt.c.store_id == s, lt.c.chain_id == chain))
             chain = layer.parent_id
         return released
 
     def parent_edges(self) -> Iterator[tuple[str, str]]:
         """(child, parent) of every parent link."""
         p = schema.parents
-        for r in self.conn.execute(select(p.c.child_id, p.c.parent_id)):
+        for r in self.conn.execute(select(p.c.child_id, p.c.parent_id)
+                                   .where(p.c.store_id == self.store)):
             yield r.child_id, r.parent_id
 
     def set_parent(self, child: str, parent: str | None) -> None:
         p = schema.parents
-        self.conn.execute(delete(p).where(p.c.child_id == child))
+        self.conn.execute(delete(p).where(p.c.store_id == self.store, p.c.child_id == child))
         if parent is not None:
-            self.conn.execute(insert(p).values(child_id=child, parent_id=parent))
+            self.conn.execute(insert(p).values(store_id=self.store, child_id=child,
+                                               parent_id=parent))
 
     def set_image_meta(self, image_id: str, *, last_updated: str | None = None,
                        built_locally: bool | None = None) -> None:
@@ -105,30 +130,47 @@ class Writer(Reader):
         if built_locally is not None:
             values["built_locally"] = built_locally
         t = schema.images
-        self.conn.execute(update(t).where(t.c.id == image_id).values(**values))
+        self.conn.execute(update(t).where(t.c.store_id == self.store, t.c.id == image_id)
+                          .values(**values))
 
     def delete_tags_of(self, image_id: str) -> None:
         tt = schema.tags
-        self.conn.execute(delete(tt).where(tt.c.image_id == image_id))
+        self.conn.execute(delete(tt).where(tt.c.store_id == self.store,
+                                           tt.c.image_id == image_id))
 
     # -- a sync's writes: layers and mounts ---------------------------------------------------
     def clear(self) -> None:
-        """Empty every table a sync fills (a full sync starts from nothing)."""
+        """Empty every table a sync fills (a full sync starts from nothing, and stores the
+        configs it reads as the redaction rule of this open says)."""
         for table in (schema.parents, schema.images, schema.layers, schema.mounts, schema.tags,
                       schema.problems, schema.entry_buckets):
-            self.conn.execute(delete(table))
+            self.conn.execute(delete(table).where(table.c.store_id == self.store))
+        stores.set_redacted(self.conn, self.store, self.redact)
+
+    def synced(self, changed: bool) -> None:
+        """The store now mirrors its root. A sync that changed nothing writes nothing, unless
+        the recorded time is over a minute old (a warm open stays a pure read)."""
+        last = self.conn.scalar(select(schema.stores.c.last_sync)
+                                .where(schema.stores.c.id == self.store))
+        now = dt.datetime.now(dt.timezone.utc)
+        if changed or last is None or last < stores.stamp(now - SYNC_STAMP_EVERY):
+            stores.synced(self.conn, self.store, now)
 
     def has_layers(self) -> bool:
-        return self.conn.execute(select(schema.layers.c.chain_id).limit(1)).first() is not None
+        lt = schema.layers
+        return self.conn.execute(select(lt.c.chain_id).where(lt.c.store_id == self.store)
+                                 .limit(1)).first() is not None
 
     def layer_ids(self) -> Iterator[str]:
-        return iter(self.conn.scalars(select(schema.layers.c.chain_id)))
+        lt = schema.layers
+        return iter(self.conn.scalars(select(lt.c.chain_id).where(lt.c.store_id == self.store)))
 
     def layer_links(self) -> Iterator[tuple[str, str | None, int, int, int]]:
         """(chain ID, parent chain ID, own size, chain size, depth) of every layer."""
         lt = schema.layers
         for r in self.conn.execute(select(lt.c.chain_id, lt.c.parent_id, lt.c.diff_size,
-                                          lt.c.size, lt.c.depth)):
+                                          lt.c.size, lt.c.depth)
+                                   .where(lt.c.store_id == self.store)):
             yield r.chain_id, r.parent_id, r.diff_size, r.size, r.depth
 
     def delete_layers(self, chain_ids: Iterable[str]) -> None:
@@ -140,27 +182,31 @@ class Writer(Reader):
 
     def set_layer_size(self, chain_id: str, size: int, depth: int) -> None:
         lt = schema.layers
-        self.conn.execute(update(lt).where(lt.c.chain_id == chain_id)
+        self.conn.execute(update(lt).where(lt.c.store_id == self.store,
+                                           lt.c.chain_id == chain_id)
                           .values(size=size, depth=depth))
 
     def replace_mounts(self, rows: Sequence[tuple[str, str, str, str | None]]) -> None:
         """Rows in ``MOUNT_COLUMNS`` order."""
-        self.conn.execute(delete(schema.mounts))
+        mt = schema.mounts
+        self.conn.execute(delete(mt).where(mt.c.store_id == self.store))
         self._insert("mounts", MOUNT_COLUMNS, rows)
 
     # -- a sync's writes: images and tags -----------------------------------------------------
     def images_without_layer(self) -> list[str]:
         """Images whose top layer is not (or no longer) a layer of the index."""
-        t = schema.images
+        t, lt = schema.images, schema.layers
         return list(self.conn.scalars(select(t.c.id).where(
-            t.c.chain_id.is_not(None), t.c.chain_id.not_in(select(schema.layers.c.chain_id)))))
+            t.c.store_id == self.store, t.c.chain_id.is_not(None),
+            t.c.chain_id.not_in(select(lt.c.chain_id).where(lt.c.store_id == self.store)))))
 
     def known_images(self, image_ids: Iterable[str]) -> set[str]:
         """Which of these IDs are images of the index."""
         t = schema.images
         known: set[str] = set()
         for chunk in batches(sorted(image_ids), IN_BATCH):
-            known.update(self.conn.scalars(select(t.c.id).where(t.c.id.in_(chunk))))
+            known.update(self.conn.scalars(select(t.c.id).where(t.c.store_id == self.store,
+                                                                t.c.id.in_(chunk))))
         return known
 
     def image_metadata(self, image_ids: Sequence[str]
@@ -171,7 +217,8 @@ class Writer(Reader):
         for chunk in batches(sorted(image_ids), IN_BATCH):
             for r in self.conn.execute(
                     select(t.c.id, t.c.last_updated, t.c.built_locally, p.c.parent_id)
-                    .outerjoin(p, p.c.child_id == t.c.id).where(t.c.id.in_(chunk))):
+                    .outerjoin(p, edge_of(p, t))
+                    .where(t.c.store_id == self.store, t.c.id.in_(chunk))):
                 out[r.id] = (r.last_updated, bool(r.built_locally), r.parent_id)
         return out
 
@@ -181,7 +228,8 @@ class Writer(Reader):
 
     def insert_images(self, rows: Sequence[ImageRow], edges: Sequence[tuple[str, str]]) -> None:
         """Image rows and their (child, parent) edges."""
-        self._insert("images", IMAGE_COLUMNS, rows)
+        self._insert("images", IMAGE_COLUMNS,
+                     [self._stored(r) for r in rows] if self.redact else rows)
         self._insert("image_parents", EDGE_COLUMNS, edges)
 
     def refresh_metadata(self, values: Sequence[tuple[str, str | None, bool]],
@@ -191,7 +239,8 @@ class Writer(Reader):
         if not values:
             return
         t, p = schema.images, schema.parents
-        self.conn.execute(update(t).where(t.c.id == bindparam("image")).values(
+        self.conn.execute(update(t).where(t.c.store_id == self.store,
+                                          t.c.id == bindparam("image")).values(
             last_updated=bindparam("last"), built_locally=bindparam("built")),
             [{"image": i, "last": last, "built": built} for i, last, built in values])
         self._delete_in(p.c.child_id, [v[0] for v in values])
@@ -199,14 +248,16 @@ class Writer(Reader):
 
     def replace_tags(self, rows: Sequence[tuple[str, str, str | None, str | None, str]]) -> None:
         """Rows in ``TAG_COLUMNS`` order."""
-        self.conn.execute(delete(schema.tags))
+        tt = schema.tags
+        self.conn.execute(delete(tt).where(tt.c.store_id == self.store))
         self._insert("tags", TAG_COLUMNS, rows)
 
     # -- a sync's writes: problems ------------------------------------------------------------
     def problem_kinds(self) -> dict[str, str]:
         """Path -> kind of every problem recorded so far."""
         p = schema.problems
-        return {r.path: r.kind for r in self.conn.execute(select(p.c.path, p.c.kind))}
+        return {r.path: r.kind for r in self.conn.execute(
+            select(p.c.path, p.c.kind).where(p.c.store_id == self.store))}
 
     def delete_problems(self, paths: Iterable[str]) -> None:
         self._delete_in(schema.problems.c.path, paths)

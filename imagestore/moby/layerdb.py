@@ -3,7 +3,8 @@
 The image store only needs what moby's ``LayerGetReleaser`` gives it: does a chain ID exist,
 and release a reference (removing layers nobody references any more). Reference counts are
 answered by the index; this module reads and removes the folders. Graph-driver data (the
-layer's files under ``<data-root>/<driver>/``) is never touched.
+layer's files under ``<data-root>/<driver>/``) is released only through the driver a caller
+hands ``remove_layer`` (``drivers.Driver``), in moby's order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from imagestore.errors import ImageStoreError
 from imagestore.moby.digest import PREFIX, is_hex64, is_image_id, is_text
 from imagestore.moby.files import fsync_dir, opened_folder, read_optional
 
@@ -53,6 +56,15 @@ class LayerMetadata:
 
 class BadEntry(ValueError):
     """A layerdb entry moby's layer store would refuse to load."""
+
+
+class Releaser(Protocol):
+    """The graph driver, as removing a layer needs it (``drivers.Driver``; declared here so
+    that layerdb need not import the driver module, which reads layerdb)."""
+
+    def check_release(self, driver_id: str) -> None: ...
+
+    def release(self, driver_id: str) -> int: ...
 
 
 def _digest(raw: bytes | None, what: str) -> str:
@@ -136,31 +148,46 @@ class LayerDB:
             raise BadEntry(f"unreadable: {exc.strerror or exc}") from None
         return Mount(name, mount_id.strip(), init_id.strip(), parent)
 
-    def remove_leftovers(self) -> list[Path]:
-        """Remove ``<chain>-<random>-removing`` folders of a delete that was interrupted (moby
-        cleans them at start too); the layer was already gone from the store."""
-        removed = []
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.layers):
-                folder = self.layers / name
-                if name.endswith("-removing") and folder.is_dir() and not folder.is_symlink():
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed.append(folder)
-        return removed
+    def remove_layer(self, chain_id: str, driver: Releaser | None = None) -> int:
+        """Remove a layer the way moby's ``deleteLayer`` does: rename its folder to
+        ``<chain>-<random>-removing`` (so a crash leaves it findable), release the driver's
+        data named by its ``cache-id``, then delete the folder. Returns the driver bytes
+        removed. Without ``driver`` (a root outside a data-root) only the folder goes.
 
-    def remove_layer(self, chain_id: str) -> None:
-        """Remove a layer folder the way moby does: rename to ``-removing``, then delete."""
+        The driver is asked first whether it would refuse (a hostile link file), so that a
+        refusal changes nothing; the rename is made durable before any driver data goes, so
+        that a crash never leaves a layer whose files are gone."""
         hex_name = chain_id[len(PREFIX) :]
         if not is_hex64(hex_name):
             raise ValueError(f"not a chain ID: {chain_id!r}")
         folder = self.layers / hex_name
-        doomed = self.layers / f"{hex_name}-{secrets.token_hex(8)}-removing"
+        cache_id = ""
+        if driver is not None:
+            try:
+                raw = read_optional(folder / "cache-id")
+            except OSError as exc:
+                raise ImageStoreError(f"cannot remove layer {chain_id}: {folder}/cache-id: "
+                                      f"{exc.strerror or exc}") from None
+            if raw is None and not os.path.lexists(folder):
+                return 0
+            cache_id = os.fsdecode(raw or b"").strip()  # moby: strings.TrimSpace
+            if not cache_id:
+                raise ImageStoreError(f"cannot remove layer {chain_id}: its cache-id is "
+                                      f"missing or empty, so its driver data is unknown")
+            driver.check_release(cache_id)
+        # moby's random part is a 64-hex ID (stringid.GenerateRandomID).
+        doomed = self.layers / f"{hex_name}-{secrets.token_hex(32)}-removing"
         try:
             os.rename(folder, doomed)
         except FileNotFoundError:
-            return
+            return 0
+        freed = 0
+        if driver is not None:
+            fsync_dir(self.layers)
+            freed = driver.release(cache_id)
         shutil.rmtree(doomed, ignore_errors=True)
         fsync_dir(self.layers)
+        return freed
 
 
 def _dir_names(folder: Path, accept: Callable[[str], bool]) -> Iterator[str]:

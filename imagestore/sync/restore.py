@@ -48,6 +48,7 @@ def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None
     p.problems.save(tx)
     report.problems = recorded(tx)
     report.skipped = sum(1 for x in report.problems if x.path.startswith(CONTENT))
+    tx.synced(full or bool(report.added or report.removed or report.changed))
     return report
 
 

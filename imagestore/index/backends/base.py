@@ -64,6 +64,10 @@ class EngineReader(FastReader):
 class Backend(ABC):
     """One database server or file behind an index URL."""
 
+    # The index is shared by many hosts (a server), not a local file of this one: it holds
+    # configs with their secrets redacted unless asked otherwise.
+    SHARED = False
+
     def __init__(self, url: str) -> None:
         self.url = url
 

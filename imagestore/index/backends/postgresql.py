@@ -1,5 +1,6 @@
-"""PostgreSQL: nothing to tune per connection; writers serialise on an advisory lock, and
-``sql`` runs in a read-only transaction that the server enforces."""
+"""PostgreSQL: nothing to tune per connection; a store's writers serialise on an advisory
+lock of that store (other stores' writers go on), and ``sql`` runs in a read-only
+transaction that the server enforces."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ WRITER_LOCK = 0x696D6773
 
 class PostgreSQLBackend(Backend):
     PLACEHOLDER = "%s"
+    SHARED = True
 
     def connect_args(self) -> dict[str, Any]:
         return {}
@@ -24,8 +26,15 @@ class PostgreSQLBackend(Backend):
     def configure(self, engine: Engine, *, building: bool = False) -> None:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            if conn.get_execution_options().get("write", False):
+            options = conn.get_execution_options()
+            if not options.get("write", False):
+                return
+            store = options.get("store")
+            if store is None:  # the index as a whole: a migration, a new store's row
                 conn.execute(text("SELECT pg_advisory_xact_lock(:n)"), {"n": WRITER_LOCK})
+            else:  # one store's rows: other stores' writers go on side by side
+                conn.execute(text("SELECT pg_advisory_xact_lock(:n, :s)"),
+                             {"n": WRITER_LOCK, "s": store})
 
     def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
                        timeout: float | None = None) -> Result:

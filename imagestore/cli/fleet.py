@@ -1,0 +1,44 @@
+"""``stores``: the stores one index holds (a fleet's hosts, an investigator's disk images),
+and forgetting one. These see the whole index; every other command sees one store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from imagestore.cli.app import Context, Group, cli, output_options, pass_ctx
+from imagestore.cli.output import Records, emit
+from imagestore.cli.tabwriter import table
+
+STORE_KEYS = ("name", "host", "root", "driver", "images", "last_sync")
+STORE_COLUMNS = ("NAME", "HOST", "ROOT", "DRIVER", "IMAGES", "LAST SYNC")
+# The same table settings as docker's listings.
+STORE_TABLE = (10, 1, 3, " ", 0)
+
+
+@cli.group(cls=Group, invoke_without_command=True)
+@output_options("nl", "csv")
+@pass_ctx
+def stores(ctx: Context, fmt: str | None) -> None:
+    """List the stores of the index (--index, or the default index of --root)."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    rows = ctx.whole_index().stores()
+
+    def text(_: Any) -> str:
+        return table([STORE_COLUMNS, *(
+            tuple("" if r[k] is None else str(r[k]) for k in STORE_KEYS) for r in rows)],
+            STORE_TABLE)
+
+    emit(Records(STORE_KEYS, [[r[k] for k in STORE_KEYS] for r in rows]) if fmt else rows,
+         fmt, text)
+
+
+@stores.command("rm")
+@click.argument("name")
+@pass_ctx
+def stores_rm(ctx: Context, name: str) -> None:
+    """Forget the store NAME: delete its rows from the index (no disk is touched)."""
+    ctx.whole_index().forget(name)
+    click.echo(f"Forgot store {name}")

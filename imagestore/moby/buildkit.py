@@ -1,0 +1,84 @@
+"""Which graph-driver folders BuildKit owns, read from ``<data-root>/buildkit/snapshots.db``.
+
+With a graph driver (``vfs``, ``overlay2``, ...) the engine's BuildKit keeps its build
+snapshots as driver folders of its own and records them in ``snapshots.db``, a bbolt file
+written by moby's ``builder/builder-next/adapters/snapshot/snapshot.go`` (not by containerd's
+snapshotter). No layer's ``cache-id`` or mount's ``mount-id``/``init-id`` names such a folder
+until BuildKit registers it as a layer, so without this file those folders look like orphans.
+
+What the file holds (checked on a real data root after a BuildKit build,
+``tests/data/engine-roots/root-A-buildkit.tar.xz``): one top-level bucket per snapshot key,
+nothing else at the top. In each bucket:
+
+- ``Prepare(key, parent)`` creates the driver folder named ``key`` (a 25-character random ID)
+  and the bucket ``key`` with ``parent`` (a key, a layer chain ID, or empty);
+- ``Usage`` adds ``size`` (decimal bytes);
+- ``Commit(name, key)`` puts ``committed`` = ``key`` (the driver folder) in bucket ``name``,
+  and ``iscommitted`` (empty) in bucket ``key``;
+- when a snapshot becomes a layer, its bucket gets ``chainid``; the layer's ``cache-id`` is then
+  that folder (``RegisterByGraphID``);
+- a layer used as a snapshot gets an empty bucket named by its chain ID (``sha256:...``).
+
+So a driver folder is BuildKit's when its name is a top-level key or a ``committed`` value.
+Chain-ID keys name no folder; they are kept in the set anyway, as are keys that are plain
+values: the set only ever keeps folders, so erring towards more names is the safe side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagestore.moby import bbolt
+
+COMMITTED = b"committed"
+
+
+@dataclass(frozen=True)
+class BuildKitFolders:
+    """Driver folder IDs BuildKit owns; ``unreadable`` says why none could be told.
+
+    The reason travels as data, not as an exception, so that a caller deciding what is an
+    orphan must look at it: when it is set, no unreferenced folder may be called an orphan.
+    """
+
+    ids: frozenset[str]
+    unreadable: str | None = None
+
+
+def snapshots_db(data_root: Path) -> Path:
+    """Where BuildKit keeps its snapshot records under a data root."""
+    return data_root / "buildkit" / "snapshots.db"
+
+
+def owned_folders(data_root: Path) -> BuildKitFolders:
+    """The driver folders BuildKit's ``snapshots.db`` names (none when there is no file).
+
+    ``data_root`` is the engine's data root (``/var/lib/docker``), not ``image/<driver>``.
+    The file is only read, without a lock, so a running daemon is not disturbed.
+    """
+    path = snapshots_db(data_root)
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return BuildKitFolders(frozenset())  # BuildKit never ran here: it owns nothing
+    except OSError as exc:
+        return BuildKitFolders(frozenset(), f"{path}: {exc.strerror or exc}")
+    try:
+        root = bbolt.read(path)
+    except bbolt.BoltError as exc:
+        return BuildKitFolders(frozenset(), str(exc))
+    ids: set[str] = set()
+    for key, entry in root.items():
+        ids.add(os.fsdecode(key))  # as os.listdir names the folders
+        if isinstance(entry, bbolt.Bucket):
+            committed = entry.value(COMMITTED)
+            if committed:
+                ids.add(os.fsdecode(committed))
+    return BuildKitFolders(frozenset(i for i in ids if _folder_name(i)))
+
+
+def _folder_name(name: str) -> bool:
+    """Whether ``name`` could be one folder directly under the driver's directory."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
