@@ -36,6 +36,7 @@ from imagestore.moby.digest import chain_id
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
+OTHER_SECTIONS = "\n## Several stores in one index"
 SEED = 1
 
 Results = dict[str, dict[int, float]]
@@ -389,7 +390,11 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if png:
         doc += ["![time against store size](benchmarks.png)", ""]
-    (DOCS / "benchmarks.md").write_text("\n".join(doc))
+    # Sections written by the other benchmarks (bench.fleet, ...) follow ours: kept as they are.
+    target = DOCS / "benchmarks.md"
+    old = target.read_text() if target.exists() else ""
+    kept = old[old.index(OTHER_SECTIONS):] if OTHER_SECTIONS in old else ""
+    target.write_text("\n".join(doc) + ("\n" + kept if kept else ""))
     print(f"wrote {DOCS / 'benchmarks.md'}" + (" and benchmarks.png" if png else ""),
           file=sys.stderr)
 

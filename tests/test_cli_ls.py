@@ -101,6 +101,7 @@ def test_ls_quiet_prints_an_id_per_row_like_docker(capsys: pytest.CaptureFixture
 def test_human_size_follows_docker() -> None:
     assert human_size(1982364) == "1.98MB"
     assert human_size(228) == "228B"
+    assert human_size(1982364, precision=4) == "1.982MB"  # units.HumanSize: prune's total
     assert human_size(12345) == "12.3kB"
     assert human_size(0) == "0B"
 

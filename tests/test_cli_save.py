@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from cli_helpers import run_cli
 from conftest import truth_json
 from engine import Engine, unpack_root_a
+from test_save import members
 
 import imagestore
 from imagestore.errors import ImageStoreError, LayerNotFound
@@ -63,15 +63,6 @@ def data_root(pristine: Path, tmp_path: Path) -> Path:
     for part in ("image", "vfs/dir"):
         shutil.copytree(pristine / part, dst / part, symlinks=True)
     return dst
-
-
-def members(data: bytes) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for m in tar.getmembers():
-            f = tar.extractfile(m) if m.isfile() else None
-            out[m.name] = (m, f.read() if f else b"")
-    return out
 
 
 def manifest(data: bytes) -> list[dict[str, Any]]:

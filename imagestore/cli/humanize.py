@@ -18,14 +18,15 @@ def rfc3339(value: str | None) -> str | None:
     return format_time(parse_time(value))
 
 
-def human_size(size: float) -> str:
-    """docker's ``units.HumanSizeWithPrecision(size, 3)``: decimal units, 3 significant digits."""
+def human_size(size: float, precision: int = 3) -> str:
+    """docker's ``units.HumanSizeWithPrecision(size, precision)``: decimal units; listings
+    use 3 significant digits, ``units.HumanSize`` (prune's total) 4."""
     units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
     i = 0
     while size >= 1000 and i < len(units) - 1:
         size /= 1000
         i += 1
-    return f"{size:.3g}{units[i]}"
+    return f"{size:.{precision}g}{units[i]}"
 
 
 # Go's time.Duration: int64 nanoseconds; time.Time.Sub saturates at its bounds.

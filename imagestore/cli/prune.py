@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imagestore.cli.app import Context, cli, output_options, pass_ctx
+from imagestore.cli.humanize import human_size
 from imagestore.cli.output import emit
 from imagestore.errors import ImageNotFound, ImageStoreError
 
@@ -360,16 +361,6 @@ def plan_prune(daemon: Daemon, *, dangling_only: bool, filters: dict[str, set[st
     return sorted(plan, key=lambda e: ({"delete": 0, "untag": 1}.get(e["action"], 2), e["id"]))
 
 
-def human_size(size: float) -> str:
-    """docker's ``units.HumanSize``: decimal units, 4 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
 @cli.command()
 @click.option("-a", "--all", "all_images", is_flag=True,
               help="Every image no container uses, not just dangling ones.")
@@ -418,7 +409,7 @@ def prune(ctx: Context, all_images: bool, filters: tuple[str, ...], unused_for: 
         if dry_run:
             out += "".join(f"{e['action']:<6}  {e['id']}  {' '.join(e['refs']) or '<none>'}: "
                            f"{e['reason']}\n" for e in plan) + "\n"
-        total = human_size(d["space_reclaimed"])
+        total = human_size(d["space_reclaimed"], precision=4)  # units.HumanSize
         return out + (f"Total reclaimable space: {total} (dry run: nothing was changed)\n"
                       if dry_run else f"Total reclaimed space: {total}\n")
 
@@ -427,4 +418,4 @@ def prune(ctx: Context, all_images: bool, filters: tuple[str, ...], unused_for: 
         click.echo(f"imagestore: warning: {failure}", err=True)
 
 
-__all__ = ["Daemon", "human_size", "plan_prune", "prune", "summary"]
+__all__ = ["Daemon", "plan_prune", "prune", "summary"]

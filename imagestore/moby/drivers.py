@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,7 @@ MISSING = "missing-driver-data"        # a layer or container layer whose folder
 UNFINISHED = "unfinished-removal"      # layerdb/sha256/<chain>-<random>-removing, tmp/...
 
 
-def _read_name(path: Path, *, quiet: bool = False) -> str | None:
+def _read_name(path: str | os.PathLike[str], *, quiet: bool = False) -> str | None:
     """An ID file (``cache-id``, ``mount-id``...) as moby reads it, trimmed; ``None``: absent
     (or, when ``quiet``, unreadable)."""
     try:
@@ -58,8 +58,7 @@ class Driver:
 
     @functools.cached_property
     def folders(self) -> Path:
-        """Where the per-ID folders are: vfs keeps them in ``dir/``, overlay2 in its home
-        (computed once: a prune asks for it for every layer it releases)."""
+        """Where the per-ID folders are: vfs's ``dir/``, overlay2's home (computed once)."""
         return self.home / "dir" if self.name == "vfs" else self.home
 
     def _checked(self, driver_id: str) -> str:
@@ -69,19 +68,14 @@ class Driver:
             raise UnsafeDriverData(str(self.folders), f"driver ID {driver_id!r} is not a name")
         return driver_id
 
-    @contextlib.contextmanager
-    def _opened(self) -> Iterator[int | None]:
-        """The per-ID folders' folder, opened; ``None`` when absent (moby tolerates that). The
-        home may be a symlink (moved to another disk); nothing below it is followed."""
+    def _opened(self) -> int | None:
+        """The per-ID folders' folder, opened (the caller closes it; no context manager: a
+        prune opens it twice per layer); ``None`` when absent (moby tolerates that). The home
+        may be a symlink (moved to another disk); nothing below it is followed."""
         try:
-            fd = mounts.open_folder(self.folders, self.folders, follow=self.name != "vfs")
+            return mounts.open_folder(self.folders, self.folders, follow=self.name != "vfs")
         except FileNotFoundError:
-            yield None
-            return
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+            return None
 
     def check_unmounted(self) -> None:
         """Raise ``DriverBusy`` when anything is mounted under the home, or when that cannot be
@@ -91,21 +85,29 @@ class Driver:
     def check_release(self, driver_id: str) -> None:
         """Raise ``UnsafeDriverData`` if ``release`` would: to refuse before deleting anything."""
         name = self._checked(driver_id)
-        with self._opened() as fd:
-            if fd is not None and self.name == "overlay2":
+        fd = self._opened()
+        if fd is None:
+            return
+        try:
+            if self.name == "overlay2":
                 self._link(fd, name)
+        finally:
+            os.close(fd)
 
     def release(self, driver_id: str) -> int:
         """Remove an ID's data as the driver's ``Remove`` does (overlay2: ``l/<link>``, then
         the folder); the apparent bytes of the regular files removed (0 when absent)."""
         name = self._checked(driver_id)
-        with self._opened() as fd:
-            if fd is None:
-                return 0
+        fd = self._opened()
+        if fd is None:
+            return 0
+        try:
             if self.name == "overlay2" and (link := self._link(fd, name)) is not None:
                 with contextlib.suppress(FileNotFoundError):  # l/ checked by _link
                     os.unlink(f"{LINK_DIR}/{link}", dir_fd=fd)
             return mounts.walk(fd, name, os.path.join(self.folders, name), remove=True)
+        finally:
+            os.close(fd)
 
     def _link(self, home: int, name: str) -> str | None:
         """The ``l/`` entry overlay2 removes with this folder, ``None`` when there is none.
@@ -146,9 +148,13 @@ class Driver:
     def size(self, driver_id: str) -> int:
         """Apparent bytes of an ID's regular files (what ``release`` would return)."""
         name = self._checked(driver_id)
-        with self._opened() as fd:
-            return 0 if fd is None else mounts.walk(fd, name, os.path.join(self.folders, name),
-                                                    remove=False)
+        fd = self._opened()
+        if fd is None:
+            return 0
+        try:
+            return mounts.walk(fd, name, os.path.join(self.folders, name), remove=False)
+        finally:
+            os.close(fd)
 
     def ids(self) -> list[str]:
         """The IDs that have a folder, sorted (overlay2's ``l/`` is not one)."""
@@ -240,17 +246,20 @@ def read_references(layerdb: LayerDB) -> References:
     pending: dict[str, str] = {}
     mounts: dict[str, tuple[str, str]] = {}
     unreadable: list[str] = []
-    folders = [layerdb.layers / n for n in _subdirs(layerdb.layers)]
-    for path in folders + [layerdb.root / "tmp" / n for n in _subdirs(layerdb.root / "tmp")]:
+    # Paths as plain strings: a large store has hundreds of thousands of layers.
+    top, tmp = str(layerdb.layers), str(layerdb.root / "tmp")
+    folders = [(top, n) for n in _subdirs(layerdb.layers)]
+    for parent, name in folders + [(tmp, n) for n in _subdirs(layerdb.root / "tmp")]:
+        path = f"{parent}/{name}"
         try:
-            cache = _read_name(path / "cache-id")
+            cache = _read_name(f"{path}/cache-id")
         except OSError:
-            unreadable.append(str(path / "cache-id"))
+            unreadable.append(f"{path}/cache-id")
             continue
-        if path.parent != layerdb.layers or path.name.endswith("-removing"):
-            pending[str(path)] = cache or ""
-        elif is_hex64(path.name) and cache:  # other folders moby does not load either
-            layers["sha256:" + path.name] = cache
+        if parent != top or name.endswith("-removing"):
+            pending[path] = cache or ""
+        elif is_hex64(name) and cache:  # other folders moby does not load either
+            layers["sha256:" + name] = cache
     for name in _subdirs(layerdb.mounts):
         try:
             ids = [_read_name(layerdb.mounts / name / f) or "" for f in ("mount-id", "init-id")]
@@ -289,15 +298,17 @@ def find_orphans(driver: Driver, refs: References, buildkit: frozenset[str] | No
         if buildkit is not None else (UNCLAIMED, (
             f"no layer or container uses it; BuildKit's snapshots cannot be read "
             f"({buildkit_reason or 'unknown reason'}), so it may be BuildKit's"))
-    for name in driver.ids():
+    names = driver.ids()  # listed once: a large store's folder has a huge listing
+    for name in names:
         if name not in used and (buildkit is None or name not in buildkit):
             size, note = _measure(driver, name)
             found.append(DriverFinding(kind, str(driver.folders / name), size, why + note))
-    wanted = [(f"layer {chain}", cache) for chain, cache in sorted(refs.layers.items())]
+    present = set(names)
+    wanted = [(f"layer {chain}", cache) for chain, cache in sorted(  # only the few gone
+        (c, i) for c, i in refs.layers.items() if i and i not in present)]
     wanted += [(f"container layer {name} ({what})", driver_id)
                for name, ids in sorted(refs.mounts.items())
                for what, driver_id in zip(("mount-id", "init-id"), ids, strict=True)]
-    present = set(driver.ids())
     for owner, driver_id in wanted:
         if driver_id and driver_id not in present:
             why = "is gone" if is_plain_name(driver_id) else "is not a name"

@@ -31,13 +31,20 @@ EPOCH = "1970-01-01T00:00:00Z"  # Go's time.Unix(0, 0) on a daemon running in UT
 # layers of gigabytes. Instead the data becomes one big integer (a polynomial over GF(2)) and
 # is reduced with CPython's C-speed shifts and XORs. The trick: over GF(2), P(x)^(2^k) is
 # P(x^(2^k)), so these multiples of the ISO polynomial x^64+x^4+x^3+x+1 keep its five terms,
-# and reducing modulo one costs four shifts and XORs of the overflow, however long. A cascade
-# k = K..0 leaves the remainder modulo P itself: the CRC. Several hundred MB/s.
+# and folding the top of a polynomial onto the rest modulo one costs a few shifts and XORs,
+# however long. Folds at falling k leave a short polynomial congruent to the message modulo P,
+# which the byte table finishes: several hundred MB/s.
+#
+# The CRC is reflected (bit 0 of the first byte is the highest coefficient), so the message
+# read as a little-endian integer already holds the coefficients highest first from bit 0:
+# no bit reversal is needed, and a fold works on the low end. For s = 2^k and D = 64 s, with
+# the n-bit message v = high·2^D + low (low: its D highest coefficients), x^D ≡ x^4s + x^3s +
+# x^s + 1 modulo P^(2^k) gives a congruent message of n - 60 s bits (a whole number of bytes):
+# ((high ^ low) << 4s) ^ (low << 3s) ^ (low << s) ^ low. A fold needs n >= 2 D.
 
 _M64 = (1 << 64) - 1
-_REV = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-_CRC_BLOCK = 1 << 16
-_SMALL = 96  # below this, the byte table is cheaper than the cascade
+_CRC_BLOCK = 1 << 17  # the integer of one block: 2^20 bits
+_SMALL = 96  # below this, the byte table is cheaper than the folds
 
 
 def _shifted(c: int) -> int:
@@ -47,35 +54,32 @@ def _shifted(c: int) -> int:
 
 
 _TABLE = [_shifted(i) for i in range(256)]
-# For P^(2^k): (degree D, mask of D bits, and the shifts of the other terms 2^k, 3·2^k, 4·2^k).
-_LEVELS = [(64 << k, (1 << (64 << k)) - 1, 1 << k, 3 << k, 4 << k) for k in range(14)]
+# For P^(2^k), k = 13 (a whole block) down to 1: (D, mask of D bits, s, 3s, 4s, 60s).
+_LEVELS = [(64 << k, (1 << (64 << k)) - 1, 1 << k, 3 << k, 4 << k, 60 << k)
+           for k in range(13, 0, -1)]
 
 
-def _mod_p(v: int) -> int:
-    k = 0
-    while 124 << k < v.bit_length():  # a fold at level k shortens 124·2^k bits to 64·2^k
-        k += 1
-    for degree, mask, s1, s3, s4 in reversed(_LEVELS[: k + 1]):
-        while v.bit_length() > degree:
-            high = v >> degree
-            v = (v & mask) ^ high ^ (high << s1) ^ (high << s3) ^ (high << s4)
-    return v
+def _table(reg: int, data: bytes) -> int:
+    for b in data:
+        reg = _TABLE[(reg ^ b) & 0xFF] ^ (reg >> 8)
+    return reg
 
 
 def _crc_block(crc: int, data: memoryview) -> int:
     reg = crc ^ _M64
     if len(data) < _SMALL:
-        for b in bytes(data):
-            reg = _TABLE[(reg ^ b) & 0xFF] ^ (reg >> 8)
-        return reg ^ _M64
-    # The register enters as the first 64 bits of the message (Go's ``crc ^= word``); bit 0
-    # of each byte is the highest coefficient (a reflected CRC), hence the bit reversal.
-    head = (int.from_bytes(data[:8], "little") ^ reg).to_bytes(8, "little")
-    r = _mod_p(int.from_bytes((head + data[8:]).translate(_REV), "big")) << 64
-    while r >> 64:
-        high = r >> 64
-        r = (r & _M64) ^ high ^ (high << 1) ^ (high << 3) ^ (high << 4)
-    return int.from_bytes(r.to_bytes(8, "little").translate(_REV), "big") ^ _M64
+        return _table(reg, bytes(data)) ^ _M64
+    # The register enters as the first 64 bits of the message (Go's ``crc ^= word``).
+    v = int.from_bytes(data, "little") ^ reg
+    n = len(data) * 8
+    for degree, mask, s1, s3, s4, cut in _LEVELS:
+        while n >= 2 * degree:
+            low = v & mask
+            v = ((v >> degree ^ low) << s4) ^ (low << s3) ^ (low << s1) ^ low
+            n -= cut
+    # Under 256 bits left, congruent to the message (its register already in): the table
+    # finishes from a zero register.
+    return _table(0, v.to_bytes(n // 8, "little")) ^ _M64
 
 
 def crc64(data: bytes | bytearray | memoryview, crc: int = 0) -> int:

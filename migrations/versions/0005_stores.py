@@ -218,13 +218,20 @@ def _views(join: str) -> dict[str, str]:
         # Each store with its totals: images, tags, layers, containers and layer bytes.
         "store_summary": """
             SELECT s.name AS store, s.host, s.root, s.driver, s.last_sync,
-                   (SELECT COUNT(*) FROM images i WHERE i.store_id = s.id) AS images,
-                   (SELECT COUNT(*) FROM tags t WHERE t.store_id = s.id) AS tags,
-                   (SELECT COUNT(*) FROM layers l WHERE l.store_id = s.id) AS layers,
-                   (SELECT COUNT(*) FROM mounts m WHERE m.store_id = s.id) AS containers,
-                   (SELECT COALESCE(SUM(l.diff_size), 0) FROM layers l
-                    WHERE l.store_id = s.id) AS bytes
-            FROM stores s""",
+                   COALESCE(i.n, 0) AS images,
+                   COALESCE(t.n, 0) AS tags,
+                   COALESCE(l.n, 0) AS layers,
+                   COALESCE(m.n, 0) AS containers,
+                   COALESCE(l.bytes, 0) AS bytes
+            FROM stores s
+            LEFT JOIN (SELECT store_id, COUNT(*) AS n FROM images GROUP BY store_id) i
+                   ON i.store_id = s.id
+            LEFT JOIN (SELECT store_id, COUNT(*) AS n FROM tags GROUP BY store_id) t
+                   ON t.store_id = s.id
+            LEFT JOIN (SELECT store_id, COUNT(*) AS n, SUM(diff_size) AS bytes
+                       FROM layers GROUP BY store_id) l ON l.store_id = s.id
+            LEFT JOIN (SELECT store_id, COUNT(*) AS n FROM mounts GROUP BY store_id) m
+                   ON m.store_id = s.id""",
         # One row per layer per store holding it: "which hosts have this layer?"
         "layer_stores": """
             SELECT l.diff_id, l.chain_id, l.diff_size, s.name AS store
