@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.run import fmt_time
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
 SEED = 1  # store i is generated with seed SEED + i; the queries' diff IDs with SEED
@@ -506,14 +508,6 @@ def query_bench(backend: str, index: str, lookups: int, rounds: int, state: str,
 
 
 # -- report ------------------------------------------------------------------------------------
-def fmt_time(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
-
-
 def mark(ok: bool) -> str:
     return "✅" if ok else "❌"
 

@@ -56,29 +56,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.run import fmt_time, median_time
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
 DOC = DOCS / "benchmarks-reclaim-save.md"
 SEED = 1
 ORPHANS = 25
 TAG_SHARE = 0.10
-
-
-def median_time(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
 
 
 # -- the store -------------------------------------------------------------------------------
