@@ -31,7 +31,7 @@ from imagestore.moby.archive import (
     save_to,
     save_to_path,
 )
-from imagestore.moby.digest import PREFIX, hex_of, is_hex64, normalize_id
+from imagestore.moby.digest import PREFIX, hex_of, is_hex64, normalize_id, truncate_id
 from imagestore.moby.files import read_optional
 from imagestore.moby.references import (
     InvalidReference,
@@ -150,7 +150,7 @@ def _named_error(exc: LayerError, images: Sequence[SaveImage], named_by: dict[st
     image = next((img for img in images if any(c == exc.chain_id for _, c in img.layers)),
                  None)
     shown = "" if image is None else \
-        f"{named_by.get(image.image_id, image.image_id)} ({image.image_id[len(PREFIX):][:12]})"
+        f"{named_by.get(image.image_id, image.image_id)} ({truncate_id(image.image_id)})"
     return ImageLayerError(exc.chain_id, exc.path, exc.reason, shown)
 
 

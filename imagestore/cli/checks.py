@@ -230,11 +230,6 @@ class Ref:
     full: str
 
 
-def short(image_id: str) -> str:
-    """moby's ``stringid.TruncateID``."""
-    return image_id.partition(":")[2][:12] if ":" in image_id else image_id[:12]
-
-
 def single_reference(refs: list[Ref]) -> bool:
     """moby's ``isSingleReference``: at most one tag, and every reference in one repository."""
     if len(refs) <= 1:

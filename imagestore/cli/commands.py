@@ -16,6 +16,7 @@ from imagestore.cli.app import Context, cli, output_options, pass_ctx, progress_
 from imagestore.cli.output import Records, emit, lines, to_table
 from imagestore.cli.tabwriter import table
 from imagestore.errors import InvalidImageConfig
+from imagestore.moby.digest import truncate_id
 from imagestore.moby.files import MAX_FILE_SIZE
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ LS_TABLE = (10, 1, 3, " ", 0)
 
 def _ids(ids: list[str], fmt: str | None) -> None:
     emit(ids, fmt, lines)
-
-
-def _short(image_id: str) -> str:
-    return image_id.split(":", 1)[-1][:12]
 
 
 @cli.command()
@@ -95,13 +92,13 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
         # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
         # several tags prints its ID once per tag; the table goes through Go's tabwriter.
         if quiet:
-            return lines(r["id"] if no_trunc else _short(r["id"]) for r in rows)
+            return lines(r["id"] if no_trunc else truncate_id(r["id"]) for r in rows)
         from imagestore.cli.humanize import human_size, since_formatter
 
         since = since_formatter()
         return table([LS_COLUMNS, *(
             (r["repository"] or "<none>", r["tag"] or "<none>",
-             r["id"] if no_trunc else _short(r["id"]), since(r["created"]),
+             r["id"] if no_trunc else truncate_id(r["id"]), since(r["created"]),
              human_size(r["size"]))
             for r in rows)], LS_TABLE)
 

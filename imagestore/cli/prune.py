@@ -119,11 +119,12 @@ class Daemon:
 
     def conflict(self, image_id: str, mask: int) -> Conflict | None:
         """moby's ``checkImageDeleteConflict``, in its order."""
-        from imagestore.cli.checks import Conflict, short
+        from imagestore.cli.checks import Conflict
+        from imagestore.moby.digest import truncate_id
 
         def found(message: str, *, hard: bool = False, used: bool = False) -> Conflict:
             force = "cannot be forced" if hard else "must be forced"
-            return Conflict(f"conflict: unable to delete {short(image_id)} ({force}) - "
+            return Conflict(f"conflict: unable to delete {truncate_id(image_id)} ({force}) - "
                             f"{message}", hard=hard, used=used)
 
         if mask & CHILD and self.children.get(image_id):
@@ -131,13 +132,13 @@ class Daemon:
         users = self.users(image_id)
         running = next((c for c, up in users if up), None)
         if mask & RUNNING and running is not None:
-            return found(f"image is being used by running container {short(running)}",
+            return found(f"image is being used by running container {truncate_id(running)}",
                          hard=True, used=True)
         if mask & ACTIVE_REF and self.refs.get(image_id):
             return found("image is referenced in multiple repositories")
         stopped = next((c for c, up in users if not up), None)
         if mask & STOPPED and stopped is not None:
-            return found(f"image is being used by stopped container {short(stopped)}",
+            return found(f"image is being used by stopped container {truncate_id(stopped)}",
                          used=True)
         kept = self.protect(image_id) if mask & STOPPED else None
         return found(kept, used=True) if kept else None
@@ -211,7 +212,7 @@ class Daemon:
                       quiet: bool, why: str) -> None:
         """moby's ``imageDeleteHelper``, its recursion up the parents made a loop (a parent
         chain may be thousands of images deep)."""
-        from imagestore.cli.checks import short
+        from imagestore.moby.digest import truncate_id
 
         while True:
             conflict = self.conflict(image_id, HARD if force else HARD | SOFT)
@@ -227,13 +228,14 @@ class Daemon:
             self._delete(image_id, why, records)
             if not prune or parent is None or parent not in self.nodes:
                 return
-            why = f"parent of deleted {short(image_id)}, left without tag or child"
+            why = f"parent of deleted {truncate_id(image_id)}, left without tag or child"
             image_id, force, quiet = parent, False, True
 
     def image_delete(self, given: str, image_id: str, *, force: bool, prune: bool,
                      why: str = "deleted as asked") -> list[Record]:
         """moby's ``ImageDelete`` of ``given`` (which resolved to ``image_id``)."""
-        from imagestore.cli.checks import Conflict, short, single_reference
+        from imagestore.cli.checks import Conflict, single_reference
+        from imagestore.moby.digest import truncate_id
         from imagestore.moby.references import normalize_reference, split_reference
 
         records: list[Record] = []
@@ -245,8 +247,8 @@ class Daemon:
             users = self.users(image_id)
             if not force and single_reference(refs) and users:
                 raise Conflict(f"conflict: unable to remove repository reference \"{given}\" "
-                               f"(must force) - container {short(users[0][0])} is using its "
-                               f"referenced image {short(image_id)}")
+                               f"(must force) - container {truncate_id(users[0][0])} is using its "
+                               f"referenced image {truncate_id(image_id)}")
             key = normalize_reference(given)
             name, _, digest = split_reference(key)
             rest = [r for r in refs if r.ref != key]

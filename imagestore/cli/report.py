@@ -14,7 +14,7 @@ from imagestore.cli.humanize import ZERO_UNIX, rfc3339, unix_seconds
 from imagestore.errors import ImageNotFound, ImageStoreError, InvalidImageConfig
 from imagestore.index import listing
 from imagestore.moby.daemon import check_writable
-from imagestore.moby.digest import normalize_id
+from imagestore.moby.digest import normalize_id, truncate_id
 from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
 from imagestore.moby.image import parse_config, parse_time
 from imagestore.moby.references import (
@@ -338,7 +338,7 @@ def draw_forest(roots: list[Node]) -> list[str]:
     lines: list[str] = []
 
     def label(node: Node) -> str:
-        short = node.id.split(":", 1)[1][:12]
+        short = truncate_id(node.id)
         return f"{short}  {', '.join(node.tags)}" if node.tags else short
 
     for i, root in enumerate(roots):

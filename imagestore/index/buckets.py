@@ -86,8 +86,8 @@ class Buckets:
 
     def _insert(self, rows: list[tuple[str, int, int, str]]) -> None:
         self.backend.bulk_insert(self.conn, "entry_buckets",
-                                 ("store_id", "prefix", "digest", "entries", "signatures"),
-                                 [(self.store, *row) for row in rows])
+                                 ("prefix", "digest", "entries", "signatures"), rows,
+                                 store=self.store)
 
     def record(self, kind: str, key: str, name: str, signature: int | None) -> None:
         """One entry's new signature (``None``: it is gone), after the store itself wrote it.

@@ -110,8 +110,8 @@ class Index:
         backend = for_url(index_url(index, Path("/")))
         if backend.file is not None and not backend.file.exists():
             raise IndexUnavailable(f"no index at {backend.file}")
-        engine = prepare(backend, readonly=True, lock=backend.lock_path(state_dir(), Path("/")))
-        return cls(backend, engine, backend.lock_path(state_dir(), Path("/")))
+        lock = backend.lock_path(state_dir(), Path("/"))
+        return cls(backend, prepare(backend, readonly=True, lock=lock), lock)
 
     def _claim(self, who: Identity) -> StoreInfo:
         """This store's row, made (or adopted from an older index) in a short transaction of
@@ -236,7 +236,7 @@ class Index:
         if found is None:
             raise NoSuchStore(name, f"index {self.location()} holds no store named {name!r}")
         with self._locked(store=found.id) as conn:
-            stores.forget(conn, name)
+            stores.forget(conn, found.id)
 
     def _damaged(self, exc: Exception) -> Exception:
         """A damaged index's error, wherever it surfaced, as one ``IndexCorrupt``; any other

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exists, func, select
 
 from imagestore.index import schema
+from imagestore.index.engine import IN_BATCH, batches
 from imagestore.index.queries import edge_of, is_head, layer_of
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ def configs_of(index: Index, image_ids: list[str]) -> dict[str, bytes]:
     """Image ID -> config bytes of these images only (a label filter judges candidates)."""
     t = schema.images
     out: dict[str, bytes] = {}
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start:start + 500]
+    for chunk in batches(image_ids, IN_BATCH):
         (rows,) = index.fetch(select(t.c.id, t.c.raw).where(t.c.store_id == index.store_id,
                                                             t.c.id.in_(chunk)))
         out.update((r[0], bytes(r[1])) for r in rows)

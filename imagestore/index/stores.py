@@ -104,16 +104,12 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def forget(conn: Connection, name: str) -> bool:
-    """Delete a store's rows and the store; False when there is no such store."""
-    found = find(conn, name)
-    if found is None:
-        return False
+def forget(conn: Connection, store: int) -> None:
+    """Delete a store's rows, then the store."""
     for table in schema.STORE_TABLES:
         t = schema.Base.metadata.tables[table]
-        conn.execute(delete(t).where(t.c.store_id == found.id))
-    conn.execute(delete(schema.stores).where(schema.stores.c.id == found.id))
-    return True
+        conn.execute(delete(t).where(t.c.store_id == store))
+    conn.execute(delete(schema.stores).where(schema.stores.c.id == store))
 
 
 __all__ = ["UNNAMED", "Identity", "StoreInfo", "claim", "find", "forget", "identity_of", "listing",

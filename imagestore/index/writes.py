@@ -32,6 +32,7 @@ from imagestore.moby.redact import redact_config
 # A layer a delete released: (chain ID, diff ID, chain size, own size).
 Released = tuple[str, str, int, int]
 SYNC_STAMP_EVERY = dt.timedelta(minutes=1)
+_RAW = IMAGE_COLUMNS.index("raw")
 _BULK_TABLES = {"layers": (schema.layers,), "images": (schema.images, schema.parents)}
 
 
@@ -49,10 +50,8 @@ class Writer(Reader):
 
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
                 ) -> None:
-        mine = ("store_id", *columns)
         for part in batches(rows, ROW_BATCH):
-            self.backend.bulk_insert(self.conn, table, mine,
-                                     [(self.store, *row) for row in part])
+            self.backend.bulk_insert(self.conn, table, columns, part, store=self.store)
 
     def _delete_in(self, column: Any, values: Iterable[str]) -> None:
         table = column.table
@@ -63,8 +62,7 @@ class Writer(Reader):
     def _stored(self, row: ImageRow) -> ImageRow:
         if not self.redact:
             return row
-        raw = IMAGE_COLUMNS.index("raw")
-        return (*row[:raw], redact_config(row[raw]), *row[raw + 1:])
+        return (*row[:_RAW], redact_config(row[_RAW]), *row[_RAW + 1:])
 
     @contextlib.contextmanager
     def bulk_load(self, tables: Literal["layers", "images"], expected: int) -> Iterator[None]:

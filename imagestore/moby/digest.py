@@ -47,6 +47,11 @@ def is_image_id(value: str) -> bool:
     return value.startswith(PREFIX) and is_hex64(value[len(PREFIX) :])
 
 
+def truncate_id(image_id: str) -> str:
+    """moby's ``stringid.TruncateID``: the first 12 characters after any algorithm prefix."""
+    return image_id.partition(":")[2][:12] if ":" in image_id else image_id[:12]
+
+
 def hex_of(image_id: str) -> str:
     """The 64-hex part of a full ID; raises ``ValueError`` for anything else."""
     if not is_image_id(image_id):

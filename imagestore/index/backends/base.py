@@ -141,13 +141,15 @@ class Backend(ABC):
     PLACEHOLDER = "?"
 
     def bulk_insert(self, conn: Connection, table: str, columns: Sequence[str],
-                    rows: Sequence[Sequence[Any]]) -> None:
-        """``executemany`` straight to the driver, rows as tuples in ``columns`` order: a
-        cold sync inserts hundreds of thousands of rows, and per-row parameter processing
-        would cost more than the database's own work."""
+                    rows: Sequence[Sequence[Any]], *, store: int) -> None:
+        """``executemany`` straight to the driver, rows as tuples in ``columns`` order, all
+        of them rows of ``store``: a cold sync inserts hundreds of thousands of rows, and
+        per-row parameter processing (or a copy of each row to prepend the store) would cost
+        more than the database's own work. The store's id is an int of ours, written into
+        the statement."""
         if rows:
-            marks = ", ".join([self.PLACEHOLDER] * len(columns))
-            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) "
+            marks = ", ".join([str(int(store))] + [self.PLACEHOLDER] * len(columns))
+            conn.exec_driver_sql(f"INSERT INTO {table} (store_id, {', '.join(columns)}) "
                                  f"VALUES ({marks})", list(rows))
 
     def fast_reader(self, engine: Engine) -> FastReader:
