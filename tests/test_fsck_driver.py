@@ -221,3 +221,16 @@ def test_fsck_layers_outside_a_data_root_warns(capsys: pytest.CaptureFixture[str
                                                real_root: Path) -> None:
     result = run_cli(capsys, real_root, "fsck", "--layers")
     assert result.code == 0 and "cannot be checked" in result.err
+
+
+def test_an_image_root_copied_without_its_driver_data_is_not_all_missing(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`image/vfs` taken alone (as the bundled store is): no `vfs/` beside `image/` at all
+    says nothing about any one layer; fsck says so once instead of naming every layer."""
+    data_root = unpack_root_a(tmp_path)
+    subprocess.run(["rm", "-rf", str(data_root / "vfs")], check=True)
+    root = data_root / "image" / "vfs"
+    result = run_cli(capsys, root, "fsck", "--layers")
+    assert result.code == 0
+    assert result.err.count("no graph-driver data at") == 1
+    assert "missing-driver-data" not in result.out and "layer-data" not in result.out

@@ -12,6 +12,7 @@ Without ``--repair`` nothing under the root changes: every check here only reads
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -39,12 +40,26 @@ _DRIVER_ACTIONS = {
 }
 
 
-def _driver(store: Store) -> Driver | None:
+def _driver(store: Store, *, layers: bool = False) -> Driver | None:
+    """The driver whose folders fsck checks; ``None`` (with a warning where it matters) when
+    there is none to check: a root outside a data-root, an unsupported driver, or an image
+    root copied without its driver's data (no ``<data-root>/<driver>`` at all: every layer
+    would read as missing, which says nothing)."""
     try:
-        return store.driver()
+        driver = store.driver()
     except UnsupportedDriver as exc:
         warnings.warn(f"{exc}: its folders are not checked", stacklevel=2)
         return None
+    if driver is None:
+        if layers:
+            warnings.warn("the root is not inside a data-root with a vfs or overlay2 driver: "
+                          "its layers' files cannot be checked", stacklevel=2)
+        return None
+    if not os.path.lexists(driver.home):
+        warnings.warn(f"no graph-driver data at {driver.home}: driver folders and layer "
+                      f"files are not checked", stacklevel=2)
+        return None
+    return driver
 
 
 def check(store: Store, *, layers: bool = False) -> list[Finding]:
@@ -57,7 +72,7 @@ def check(store: Store, *, layers: bool = False) -> list[Finding]:
         configs = listing.configs(fresh)
     finally:
         fresh.close()
-    driver = _driver(store)
+    driver = _driver(store, layers=layers)
     findings = checks.from_problems(rebuild.problems, root, truth)
     content = set(names(root, CONTENT))  # each folder listed once for every check
     scans = {kind: scan(root, kind) for kind in (METADATA, LAYERS, MOUNTS)}
@@ -122,9 +137,7 @@ def layer_findings(store: Store, driver: Driver | None,
     each file missing or changed, by layer and path (in worker processes, one per core)."""
     from imagestore.moby.tarsplit import check_layers, layer_source
 
-    if driver is None:
-        warnings.warn("the root is not inside a data-root with a vfs or overlay2 driver: "
-                      "its layers' files cannot be checked", stacklevel=2)
+    if driver is None:  # _driver said why
         return []
     problems = check_layers(layer_source(store.root.path, chain, diff) for chain, diff in layers)
     return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{p.path}" if p.path else ""), LAYER_DATA,
