@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imagestore.index import Index, Writer
+from imagestore.errors import ImageStoreError
 from imagestore.moby.root import Root, find_root
-from imagestore.store import Store
-from imagestore.sync import Progress, SyncReport, run
+from imagestore.reading import Reading
+
+if TYPE_CHECKING:
+    from imagestore.store import Store
+    from imagestore.sync import Progress, SyncReport
 
 
 def open(
@@ -32,6 +38,10 @@ def open(
     ``keep_env``: an index on a server keeps configs' Env values and build arguments too
     (by default it stores them redacted; a local file always keeps them).
     """
+    from imagestore.index import Index, Writer
+    from imagestore.store import Store
+    from imagestore.sync import run
+
     image_root = find_root(root)  # nothing under it changes before the first write
     built: list[SyncReport] = []
 
@@ -39,11 +49,9 @@ def open(
         # A new index is synced before anyone else can see it.
         built.append(run(tx, Root(image_root), progress=progress))
 
-    # The index is derived data: never among the files it mirrors, nor beside them.
-    inside = [image_root, *([image_root.parent.parent] if image_root.parent.name == "image"
-                            else [])]
     store = Store(image_root, Index.open(index, image_root, readonly=readonly,
-                                         fill=fill if sync else None, forbidden=inside,
+                                         fill=fill if sync else None,
+                                         forbidden=_docker_folders(image_root),
                                          name=name, keep_env=keep_env),
                   readonly=readonly, force=force)
     policy_changed = store.index.store.redacted != store.index.redact
@@ -61,4 +69,48 @@ def open(
     return store
 
 
-__all__ = ["open"]
+def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | None = None, *,
+               name: str | None = None) -> Reading | None:
+    """The image root ``root`` for reading, when its index is a local SQLite file at the
+    schema head and nothing changed on disk since its last sync: opened in milliseconds,
+    without SQLAlchemy, Alembic or a write. ``None`` otherwise: ``open`` does the work (and
+    reports what is wrong)."""
+    from imagestore.index.quick import QuickIndex
+    from imagestore.sync.fresh import unchanged
+
+    image_root = find_root(root)
+    quick = QuickIndex.open(index, image_root, name=name)
+    if quick is None:
+        return None
+    if any(_inside(quick.file, folder) for folder in _docker_folders(image_root)):
+        quick.close()
+        return None
+    started = datetime.now(timezone.utc)
+    try:
+        with quick.read() as q:
+            fresh = unchanged(Root(image_root), q)
+    except (ImageStoreError, OSError):
+        fresh = False  # ``open`` says what is wrong
+    except BaseException:
+        quick.close()
+        raise
+    if not fresh:
+        quick.close()
+        return None
+    quick.synced(started)
+    return Reading(image_root, quick)
+
+
+def _docker_folders(image_root: Path) -> list[Path]:
+    """Where the index may never be: it is derived data, never among the files it mirrors,
+    nor beside them."""
+    return [image_root, *([image_root.parent.parent] if image_root.parent.name == "image"
+                          else [])]
+
+
+def _inside(file: Path, folder: Path) -> bool:
+    real, top = os.path.realpath(file), os.path.realpath(folder)
+    return os.path.commonpath([real, top]) == top
+
+
+__all__ = ["open", "open_quick"]

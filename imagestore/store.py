@@ -11,10 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 from imagestore.errors import (
-    AmbiguousImageID,
     ImageNotFound,
     ImageStoreError,
     IndexCorrupt,
@@ -22,34 +20,18 @@ from imagestore.errors import (
     InvalidImageConfig,
     LayerNotFound,
 )
-from imagestore.index import Index, Reader, Writer
+from imagestore.index import Index, Writer
 from imagestore.moby.daemon import check_writable
-from imagestore.moby.digest import (
-    PREFIX,
-    chain_id,
-    hex_of,
-    normalize_id,
-    parse_search_term,
-    prefix_upper_bound,
-)
+from imagestore.moby.digest import chain_id, hex_of
 from imagestore.moby.drivers import Driver, find_driver, finish_removals
 from imagestore.moby.files import MAX_FILE_SIZE
-from imagestore.moby.image import Image, check_history, format_time, parse_config, parse_time
+from imagestore.moby.image import check_history, format_time, parse_config
 from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.layerdb import BadEntry, LayerMetadata
-from imagestore.moby.root import CONTENT, LAYERS, METADATA, Root
+from imagestore.moby.root import CONTENT, LAYERS, METADATA
+from imagestore.reading import Reading, image_id_of, require
 from imagestore.saving import Saving
 from imagestore.sync import Progress, SyncReport, record, reread, run
-
-MAX_CANDIDATES = 1000
-
-
-def image_id_of(value: str) -> str:
-    """A full ID from user input, or ``ImageNotFound`` (never a path from garbage)."""
-    image_id = normalize_id(value) if isinstance(value, str) else None
-    if image_id is None:
-        raise ImageNotFound(f"No such image: {str(value)[:100]!r} is not a full image ID")
-    return image_id
 
 
 @dataclass(frozen=True)
@@ -63,34 +45,20 @@ class Deletion:
     failures: tuple[str, ...] = ()
 
 
-def _require(reader: Reader, image_id: str, message: str = "No such image") -> None:
-    if not reader.has_image(image_id):
-        raise ImageNotFound(f"{message}: {image_id}")
-
-
-class Store(Saving):
+class Store(Saving, Reading):
     """A Docker image root and its index. Use ``imagestore.open`` to get one."""
+
+    index: Index
 
     def __init__(self, root: Path, index: Index, *, readonly: bool, force: bool = False
                  ) -> None:
-        self.root = Root(root)
-        self.index = index
+        super().__init__(root, index)
         self.readonly = readonly
         self.force = force
         # The report of this store's latest sync (the one ``open`` ran, if it did).
         self.last_sync: SyncReport | None = None
         self._tidied = False  # deletes a crash interrupted were finished by this open
         self._driver: tuple[Driver | None] | None = None
-
-    def close(self) -> None:
-        self.index.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[Writer]:
@@ -160,14 +128,6 @@ class Store(Saving):
                 raise ImageStoreError(f"image {image_id} did not load: {problem.reason}")
             return image_id
 
-    def get(self, image_id: str) -> Image:
-        image_id = image_id_of(image_id)
-        with self.index.read() as q:
-            row = q.image(image_id)
-        if row is None:
-            raise ImageNotFound(f"No such image: {image_id}")
-        return Image(image_id, *row)
-
     def delete(self, image_id: str) -> list[LayerMetadata]:
         """Delete as moby does: children lose their parent link, unreferenced layers go,
         with their graph-driver data (``delete_image`` also says how many bytes)."""
@@ -218,24 +178,11 @@ class Store(Saving):
             raise ImageStoreError(f"cannot remove layer {chain}: {exc}") from None
         driver.check_release(cache_id)
 
-    def search(self, term: str) -> str:
-        """The one ID starting with ``term`` (moby's digest-set rules, no minimum length)."""
-        parsed = parse_search_term(term) if isinstance(term, str) else None
-        if parsed is None or not parsed.possible or not parsed.hex_prefix:
-            raise ImageNotFound(f"No such image: {str(term)[:100]}")
-        lo, hi = PREFIX + parsed.hex_prefix, prefix_upper_bound(parsed.hex_prefix)
-        ids = self.index.prefix(lo, hi, 2)
-        if not ids:
-            raise ImageNotFound(f"No such image: {term}")
-        if len(ids) > 1:
-            raise AmbiguousImageID(term, self.index.prefix(lo, hi, MAX_CANDIDATES))
-        return ids[0]
-
     def set_parent(self, image_id: str, parent: str) -> None:
         image_id, parent = image_id_of(image_id), image_id_of(parent)
         with self._write("set a parent") as tx:
-            _require(tx, parent, "unknown parent image ID")
-            _require(tx, image_id)
+            require(tx, parent, "unknown parent image ID")
+            require(tx, image_id)
             if parent == image_id or image_id in tx.ancestors(parent):
                 raise ImageStoreError(
                     f"cannot make {parent} the parent of {image_id}: it would create a cycle")
@@ -243,69 +190,22 @@ class Store(Saving):
             tx.set_parent(image_id, parent)
             record(tx, self.root, [METADATA + hex_of(image_id)])
 
-    def get_parent(self, image_id: str) -> str | None:
-        image_id = image_id_of(image_id)
-        with self.index.read() as q:
-            _require(q, image_id)
-            return q.parent(image_id)
-
-    def children(self, image_id: str) -> list[str]:
-        image_id = image_id_of(image_id)
-        with self.index.read() as q:
-            return q.children(image_id)
-
-    def map(self) -> dict[str, Image]:
-        with self.index.read() as q:
-            return {i: Image(i, raw, parent) for i, (raw, parent) in q.images().items()}
-
-    def heads(self) -> dict[str, Image]:
-        """Images that no image in the store names as its parent."""
-        with self.index.read() as q:
-            rows = q.images(heads_only=True)
-        return {i: Image(i, raw, parent) for i, (raw, parent) in rows.items()}
-
-    def __len__(self) -> int:
-        with self.index.read() as q:
-            return q.count_images()
-
-    def __contains__(self, image_id: object) -> bool:
-        full = normalize_id(image_id) if isinstance(image_id, str) else None
-        if full is None:
-            return False
-        with self.index.read() as q:
-            return q.has_image(full)
-
     def set_last_updated(self, image_id: str, when: datetime | None = None) -> None:
         stamp = format_time(when or datetime.now(timezone.utc))
         self._set_metadata(image_id, "lastUpdated", stamp.encode(), last_updated=stamp)
 
-    def get_last_updated(self, image_id: str) -> datetime | None:
-        value = self._meta(image_id)[0]
-        return parse_time(value) if value else None
-
     def set_built_locally(self, image_id: str) -> None:
         self._set_metadata(image_id, "builtLocally", b"\x01", built_locally=True)
-
-    def is_built_locally(self, image_id: str) -> bool:
-        return self._meta(image_id)[1]
 
     def _set_metadata(self, image_id: str, key: str, data: bytes, *,
                       last_updated: str | None = None, built_locally: bool | None = None
                       ) -> None:
         image_id = image_id_of(image_id)
         with self._write(f"set {key}") as tx:
-            _require(tx, image_id)
+            require(tx, image_id)
             self._imagedb().set_metadata(image_id, key, data)
             tx.set_image_meta(image_id, last_updated=last_updated, built_locally=built_locally)
             record(tx, self.root, [METADATA + hex_of(image_id)])
-
-    def _meta(self, image_id: str) -> tuple[str | None, bool]:
-        image_id = image_id_of(image_id)
-        with self.index.read() as q:
-            meta = q.image_meta(image_id)
-        if meta is None:
-            raise ImageNotFound(f"No such image: {image_id}")
-        return meta
 
     # -- beyond moby --------------------------------------------------------------------------
     def sync(self, *, full: bool = False, progress: Progress | None = None) -> SyncReport:

@@ -121,9 +121,10 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
 def test_fast_reads_are_read_only_and_memory_mapped(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
         reader = SQLiteReader(index, store.index.engine.dialect)
-        assert reader.rows("PRAGMA mmap_size", {})[0][0] > 0
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            reader.rows("DELETE FROM images", {})
+        with reader.reader(store.index.store_id) as q:
+            assert q.rows("PRAGMA mmap_size", {})[0][0] > 0
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                q.rows("DELETE FROM images", {})
         reader.close()
         (images,) = store.index.fetch(select(schema.images.c.id))
         assert len(images) == len(store) == 39

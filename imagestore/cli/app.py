@@ -23,6 +23,7 @@ from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
 
 if TYPE_CHECKING:
     from imagestore.index import Index
+    from imagestore.reading import Reading
     from imagestore.store import Store
 
 
@@ -37,7 +38,20 @@ class Context:
         self.keep_env = keep_env
         self.writes = False  # the command asked for a writable store
         self._store: Store | None = None
+        self._quick: Reading | None = None
+        self._quick_failed = False
         self._all: Index | None = None
+
+    def reader(self) -> Reading:
+        """The store for a command that only reads: through the quick index (no SQLAlchemy,
+        no write) when it is at the schema head and nothing changed on disk since the last
+        sync, else opened and synced as ``store`` does."""
+        if self._store is None and self._quick is None and not self._quick_failed \
+                and self.root is not None:
+            from imagestore.opening import open_quick
+
+            self._quick = open_quick(self.root, self.index, name=self.name)
+        return self._quick or self.store()
 
     def store(self, *, write: bool = False, sync: bool = True) -> Store:
         if self.root is None:
@@ -56,7 +70,7 @@ class Context:
         """The index with all its stores: ``--index``, or the default index of ``--root``."""
         if self._all is None:
             from imagestore.index import Index
-            from imagestore.index.engine import default_index_path
+            from imagestore.index.location import default_index_path
             from imagestore.moby.root import find_root
 
             if self.index is not None:
@@ -70,6 +84,8 @@ class Context:
         return self._all
 
     def close(self) -> None:
+        if self._quick is not None:
+            self._quick.close()
         if self._store is not None:
             self._store.close()
         if self._all is not None:
@@ -79,6 +95,10 @@ class Context:
         """After a command met a damaged index: set it aside and rebuild it from the root
         (unless ``--readonly``); True when the command may simply run again (it wrote
         nothing)."""
+        if self._quick is not None:  # read without the engine: it opens the index again,
+            self._quick.close()      # and rebuilds what it finds corrupt
+            self._quick, self._quick_failed = None, True
+            return True
         store = self._store
         if store is None or self.readonly:
             raise exc
@@ -94,16 +114,18 @@ class Context:
 
 
 class Command(click.Command):
-    """Runs once more after a damaged index was rebuilt, when it wrote nothing."""
+    """Runs once more after a damaged index was rebuilt, when it wrote nothing (twice when
+    the quick index met the damage first: the engine's open may find it too)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except IndexCorrupt as exc:
-            obj = ctx.find_object(Context)
-            if obj is None or not obj.recover(exc):
-                raise
-        return super().invoke(ctx)
+        for attempt in range(3):
+            try:
+                return super().invoke(ctx)
+            except IndexCorrupt as exc:
+                obj = ctx.find_object(Context)
+                if attempt == 2 or obj is None or not obj.recover(exc):
+                    raise
+        return None
 
 
 class Group(click.Group):

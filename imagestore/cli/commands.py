@@ -86,7 +86,7 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
 
     if quiet and fmt:
         raise click.UsageError(f"-q and --{fmt} cannot be combined")
-    rows = report.image_rows(ctx.store(), all_images=all_images, dangling=dangling)
+    rows = report.image_rows(ctx.reader(), all_images=all_images, dangling=dangling)
 
     def text(_: Any) -> str:
         # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
@@ -115,7 +115,7 @@ def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
     """Full detail of images, as JSON (like `docker image inspect`)."""
     from imagestore.cli import report
 
-    store = ctx.store()
+    store = ctx.reader()
     emit([report.inspect(store, report.resolve(store, r)) for r in refs], "json")
 
 
@@ -124,7 +124,7 @@ def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
 @pass_ctx
 def search(ctx: Context, term: str) -> None:
     """Print the full ID of the one image whose ID starts with TERM."""
-    emit([ctx.store().search(term)], None, lines)
+    emit([ctx.reader().search(term)], None, lines)
 
 
 @cli.command()
@@ -135,7 +135,7 @@ def parent(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the parent ID of an image (nothing when it has none)."""
     from imagestore.cli import report
 
-    store = ctx.store()
+    store = ctx.reader()
     emit(store.get_parent(report.resolve(store, ref)), fmt, lambda v: lines([v] if v else []))
 
 
@@ -147,7 +147,7 @@ def children(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the IDs of an image's children."""
     from imagestore.cli import report
 
-    store = ctx.store()
+    store = ctx.reader()
     _ids(store.children(report.resolve(store, ref)), fmt)
 
 
@@ -156,7 +156,7 @@ def children(ctx: Context, ref: str, fmt: str | None) -> None:
 @pass_ctx
 def heads(ctx: Context, fmt: str | None) -> None:
     """Print the IDs of images that no image names as parent."""
-    _ids(sorted(ctx.store().heads()), fmt)
+    _ids(sorted(ctx.reader().heads()), fmt)
 
 
 @cli.command()
@@ -244,7 +244,7 @@ def sql(ctx: Context, query: str, params: tuple[str, ...], timeout: float,
     """Run one read-only SQL query on the index (see the views in the README).
 
     Rows are printed as they come; Ctrl-C stops the query (exit 130)."""
-    columns, rows = ctx.store().index.sql(query, params, timeout or None)
+    columns, rows = ctx.reader().index.sql(query, params, timeout or None)
     emit(Records(columns, rows), fmt, to_table)
 
 

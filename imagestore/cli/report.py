@@ -8,11 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagestore.cli.humanize import ZERO_UNIX, rfc3339, unix_seconds
 from imagestore.errors import ImageNotFound, ImageStoreError, InvalidImageConfig
-from imagestore.index import listing
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import normalize_id, truncate_id
 from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
@@ -26,13 +25,15 @@ from imagestore.moby.references import (
     without_image,
 )
 from imagestore.moby.root import REPOSITORIES
-from imagestore.store import Store, image_id_of
-from imagestore.sync import record
+from imagestore.reading import Reading, image_id_of
+
+if TYPE_CHECKING:
+    from imagestore.store import Store
 
 Row = dict[str, Any]
 
 
-def resolve(store: Store, ref: str) -> str:
+def resolve(store: Reading, ref: str) -> str:
     """A REF as docker resolves it: full ID, then a name from repositories.json, then a
     unique ID prefix."""
     if not isinstance(ref, str) or not ref or len(ref) > 4096 or "\x00" in ref:
@@ -54,6 +55,8 @@ def untag(store: Store, image_id: str) -> list[str]:
 
     Not part of moby's image store (the daemon untags before it deletes), but a root whose
     reference store names a deleted image confuses the engine, so ``rm`` does it."""
+    from imagestore.sync import record
+
     image_id = image_id_of(image_id)
     check_writable(store.root.path, readonly=store.readonly, force=store.force,
                    what="untag an image")
@@ -147,7 +150,7 @@ def _created_key(created: str | None) -> tuple[int, int]:
     return seconds, int(fraction[:9].ljust(9, "0")) if fraction.isdigit() else 0
 
 
-def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False) -> list[Row]:
+def image_rows(store: Reading, *, all_images: bool = False, dangling: bool = False) -> list[Row]:
     """The rows ``docker images`` prints, in its order.
 
     Images are listed as moby 20.10 lists them (daemon/images/images.go ``Images``): every
@@ -159,8 +162,9 @@ def image_rows(store: Store, *, all_images: bool = False, dangling: bool = False
     reference store's order (``References`` sorts by the normalised name), one row per tag
     grouped by repository, then one row with tag ``<none>`` per repository that only holds
     digests of it; an image without references is one ``<none>`` row."""
-    images, tag_rows = listing.listed_images(store.index, all_images=all_images and not dangling,
-                                             dangling=False)
+    with store.index.read() as q:
+        images, tag_rows = q.listed_images(all_images=all_images and not dangling,
+                                           dangling=False)
     full: dict[str, str] = {}
     refs: dict[str, list[tuple[str, str, str | None]]] = {}
     for image_id, repository, tag in tag_rows:
@@ -207,7 +211,7 @@ def _last_history_comment(history: list[Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def inspect(store: Store, image_id: str) -> Row:
+def inspect(store: Reading, image_id: str) -> Row:
     """``docker image inspect`` (moby 20.10, daemon/images/image_inspect.go ``LookupImage``)
     in snake_case, plus what the index knows beyond it (children, chain ID, history...).
 
@@ -286,6 +290,8 @@ def forest(store: Store) -> list[Node]:
     the smallest ID of each such cycle is shown as a root (its link to its parent, the
     cycle's last step, is not drawn) with everything below it. A child with two parent links
     is drawn under the smallest parent ID."""
+    from imagestore.index import listing
+
     ids, edges, ref_rows = listing.graph(store.index)
     refs: dict[str, list[str]] = {}
     for image_id, ref in ref_rows:

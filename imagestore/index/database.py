@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,7 +17,6 @@ from sqlalchemy.sql import ClauseElement
 from imagestore.errors import IndexUnavailable, NoSuchStore
 from imagestore.index import sqlbox, stores
 from imagestore.index.backends import Backend, for_url
-from imagestore.index.backends.base import Result
 from imagestore.index.engine import (
     corrupt,
     current_revision,
@@ -26,29 +24,15 @@ from imagestore.index.engine import (
     make_engine,
     prepare,
     rebuild,
-    state_dir,
     upgrade,
 )
+from imagestore.index.fastread import Result
+from imagestore.index.location import Identity, StoreInfo, identity, state_dir
 from imagestore.index.locks import writer_lock
 from imagestore.index.queries import Reader
-from imagestore.index.stores import Identity, StoreInfo
 from imagestore.index.writes import Writer
 
 _DB_ERRORS = (DatabaseError, sqlite3.DatabaseError)
-# Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
-# key's index (tests/test_search.py checks the plan).
-PREFIX_SQL = ("SELECT id FROM images WHERE store_id = :s AND id >= :lo AND id < :hi "
-              "ORDER BY id LIMIT :n")
-
-
-def identity(image_root: Path, name: str | None = None) -> Identity:
-    """A store's identity; its default name is ``HOST:/real/path`` of its image root."""
-    host, root = socket.gethostname(), os.path.realpath(image_root)
-    if name is not None and not name.strip():
-        raise IndexUnavailable("the store name is empty")
-    # The driver is the folder's name only where Docker laid it out: <data-root>/image/<driver>.
-    driver = Path(root).name if Path(root).parent.name == "image" else ""
-    return Identity(name or f"{host}:{root}", host, root, driver)
 
 
 class Index:
@@ -194,9 +178,11 @@ class Index:
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Reader]:
+        """One snapshot of this store's rows, through the fast reader (SQLite: a plain
+        connection)."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield Reader(conn, self.backend, self.store_id)
+            with self._reader.reader(self.store_id) as q:
+                yield q
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
 
@@ -244,15 +230,6 @@ class Index:
         return corrupt(self.backend, exc) if self.backend.is_corrupt(exc) else exc
 
     # -- fast reads ---------------------------------------------------------------------------
-    def prefix(self, lo: str, hi: str, limit: int) -> list[str]:
-        """Up to ``limit`` image IDs in [lo, hi), sorted."""
-        try:
-            rows = self._reader.rows(PREFIX_SQL, {"s": self.store_id, "lo": lo, "hi": hi,
-                                                  "n": limit})
-        except _DB_ERRORS as exc:
-            raise self._damaged(exc) from None
-        return [row[0] for row in rows]
-
     def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
         """Every row of each query as a plain tuple, all from one snapshot."""
         try:

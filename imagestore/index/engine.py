@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.util
 import os
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,30 +30,14 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from imagestore.errors import IndexCorrupt, IndexUnavailable
 from imagestore.index.backends import Backend
 from imagestore.index.backends.base import Fill
+from imagestore.index.location import HEAD, default_index_path
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-    from imagestore.index.stores import Identity
-
-# The newest revision in migrations/versions (a test keeps the two equal): an index already
-# there opens without importing Alembic at all, which a warm CLI call notices.
-HEAD = "0005"
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "imagestore"
-
-
-def default_index_path(root: Path) -> Path:
-    """One SQLite file per root, named after it so a person can tell them apart."""
-    real = os.path.realpath(root)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", real).strip("-")[-48:] or "root"
-    return state_dir() / f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:12]}.sqlite"
-
+    from imagestore.index.location import Identity
 
 def index_url(index: str | os.PathLike[str] | None, root: Path) -> str:
     """An SQLAlchemy URL for ``index``: ``None`` (default file), a path, or a URL."""

@@ -1,6 +1,7 @@
-"""Plain sqlite3 reads for the hot paths, beside the SQLAlchemy engine: a short-ID search is
-one indexed range read, and ``ls`` of 100,000 images is one scan, where SQLAlchemy's per-call
-machinery and row objects would cost more than SQLite's own work."""
+"""Plain sqlite3 reads beside the SQLAlchemy engine: a short-ID search is one indexed range
+read, and ``ls`` of 100,000 images is one scan, where SQLAlchemy's per-call machinery and
+row objects would cost more than SQLite's own work. Nothing here imports SQLAlchemy: a warm
+command line reads through this module alone."""
 
 from __future__ import annotations
 
@@ -8,22 +9,56 @@ import contextlib
 import os
 import sqlite3
 import threading
-from typing import Any
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.sql import ClauseElement
+from imagestore.errors import ImageStoreError
+from imagestore.index.queries import PlainReader, Reader
 
-from imagestore.index.backends.base import FastReader, compile_plain
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.sql import ClauseElement
 
+# Written in the header of every index we create, so that a file can be told to be ours
+# before anything is written to it or it is set aside as corrupt ("imgs").
+APPLICATION_ID = 0x696D6773
 # Pages are read through a memory map instead of copied into a small cache: a listing visits
 # most of the index.
 MMAP_SIZE = 1 << 30
+# Column names and rows of a query (the rows as they come).
+Result = tuple[list[str], Iterator[tuple[Any, ...]]]
+# What ``sql`` may do: read tables and call functions, nothing else.
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+
+
+class FastReader(ABC):
+    """Read-only queries whose rows come back as plain tuples, from one snapshot: the hot
+    paths (short-ID search, listings of 100,000 rows) where per-row machinery would cost more
+    than the database's own work."""
+
+    @abstractmethod
+    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
+        """Every row of each query, all from the same snapshot."""
+
+    @abstractmethod
+    def reader(self, store: int) -> contextlib.AbstractContextManager[Reader]:
+        """A ``Reader`` of ``store`` on one snapshot, for the length of the block."""
+
+    def close(self) -> None:
+        """Release what the reader holds (connections of other threads included)."""
+        return
 
 
 class SQLiteReader(FastReader):
     """One read-only sqlite3 connection per thread on an index file."""
 
-    def __init__(self, path: str | os.PathLike[str], dialect: Dialect) -> None:
+    def __init__(self, path: str | os.PathLike[str], dialect: Dialect | None = None) -> None:
         self.path = path
         self.dialect = dialect
         self._local = threading.local()
@@ -40,20 +75,106 @@ class SQLiteReader(FastReader):
             self._conns.append(conn)
         return conn
 
-    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, on one snapshot for the length of the block."""
         conn = self._connection()
-        statements = [compile_plain(query, self.dialect) for query in queries]
         conn.execute("BEGIN")
         try:
-            return [conn.execute(sql, params).fetchall() for sql, params in statements]
+            yield conn
         finally:
             conn.execute("COMMIT")
 
-    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return self._connection().execute(sql, params).fetchall()
+    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
+        assert self.dialect is not None, "Core queries need the engine's dialect"
+        statements = [compile_plain(query, self.dialect) for query in queries]
+        with self.connection() as conn:
+            return [conn.execute(sql, params).fetchall() for sql, params in statements]
+
+    @contextlib.contextmanager
+    def reader(self, store: int) -> Iterator[Reader]:
+        with self.connection() as conn:
+            yield PlainReader(conn, store)
 
     def close(self) -> None:
         for conn in self._conns:
             with contextlib.suppress(sqlite3.ProgrammingError):  # another thread's
                 conn.close()
         self._conns.clear()
+
+
+def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:
+    """A Core query as positional SQL text and its values (for a plain DBAPI connection)."""
+    from sqlalchemy.sql.compiler import SQLCompiler
+
+    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)
+    return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """An SQLite error that means the file's storage is unusable."""
+    text = str(exc).lower()
+    return "file is not a database" in text or "malformed" in text
+
+
+def readonly_uri(path: Path) -> str:
+    """A URI that opens the index without writing anything: read-only, and immutable when
+    its write-ahead log cannot be shared (no ``-shm`` beside it, and none may be made)."""
+    shm = Path(str(path) + "-shm")
+    if shm.exists() or os.access(path.parent, os.W_OK):
+        return f"{path.as_uri()}?mode=ro"
+    return f"{path.as_uri()}?mode=ro&immutable=1"
+
+
+def readonly_query(path: Path, sql: str, params: Sequence[Any],
+                   timeout: float | None = None) -> Result:
+    """One statement on a connection opened read-only whose authorizer denies anything but
+    reads; a progress handler stops it at its deadline (and lets Ctrl-C through). Rows are
+    fetched as they are iterated."""
+    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30)
+    deadline = None if not timeout else time.monotonic() + timeout
+    expired: list[bool] = []
+
+    def authorizer(action: int, *_args: object) -> int:
+        return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+    def too_long() -> int:
+        # Ctrl-C raises KeyboardInterrupt in here: sqlite3 turns it into "interrupted".
+        if deadline is not None and time.monotonic() > deadline:
+            expired.append(True)
+        return int(bool(expired))
+
+    conn.set_authorizer(authorizer)
+    conn.set_progress_handler(too_long, 20000)
+    try:
+        cur = conn.execute(sql, tuple(params))
+    except BaseException as exc:
+        conn.close()
+        raise _sql_error(exc, timeout, bool(expired)) from None
+    columns = [d[0] for d in cur.description or ()]
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        try:
+            while batch := cur.fetchmany(1000):
+                yield from batch
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            raise _sql_error(exc, timeout, bool(expired)) from None
+        finally:
+            conn.close()
+
+    return columns, rows()
+
+
+def _sql_error(exc: BaseException, timeout: float | None, expired: bool) -> BaseException:
+    if not isinstance(exc, (sqlite3.Error, sqlite3.Warning)) or is_corrupt(exc):
+        return exc
+    if "interrupted" in str(exc):
+        if not expired:
+            return KeyboardInterrupt()  # Ctrl-C, swallowed by sqlite3: raised again
+        return ImageStoreError(f"sql: stopped after {timeout:g} s (--timeout)")
+    return ImageStoreError(f"sql: {exc}")
+
+
+__all__ = ["APPLICATION_ID", "FastReader", "Result", "SQLiteReader", "is_corrupt", "readonly_query",
+           "readonly_uri"]

@@ -9,38 +9,10 @@ from sqlalchemy import exists, func, select
 
 from imagestore.index import schema
 from imagestore.index.engine import IN_BATCH, batches
-from imagestore.index.queries import edge_of, is_head, layer_of
+from imagestore.index.queries import is_head
 
 if TYPE_CHECKING:
     from imagestore.index.database import Index
-
-# (image ID, created, parent ID, chain size, is a head)
-ListedImage = tuple[str, str | None, str | None, int | None, bool]
-
-
-def listed_images(index: Index, *, all_images: bool, dangling: bool
-                  ) -> tuple[list[ListedImage], list[tuple[str, str, str | None]]]:
-    """The images ``docker images`` may list, and every (image ID, repository, tag), sorted.
-
-    The database drops what will not be listed (most images are intermediates): untagged
-    heads for ``dangling``, heads and tagged images without ``all_images``."""
-    t, p, lt, tt = schema.images, schema.parents, schema.layers, schema.tags
-    s = index.store_id
-    head = is_head()
-    tagged = exists().where(tt.c.store_id == t.c.store_id, tt.c.image_id == t.c.id)
-    query = (select(t.c.id, t.c.created, p.c.parent_id, lt.c.size, head.label("head"))
-             .outerjoin(p, edge_of(p, t))
-             .outerjoin(lt, layer_of(lt, t))
-             .where(t.c.store_id == s))
-    if dangling:
-        query = query.where(head, ~tagged)
-    elif not all_images:
-        query = query.where(head | tagged)
-    refs = (select(tt.c.image_id, tt.c.repository, tt.c.tag).where(tt.c.store_id == s)
-            .order_by(tt.c.repository, tt.c.tag))
-    images, tags = index.fetch(query, refs)
-    return images, tags
-
 
 def graph(index: Index) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
     """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
@@ -139,5 +111,5 @@ def configs_of(index: Index, image_ids: list[str]) -> dict[str, bytes]:
     return out
 
 
-__all__ = ["GraphImage", "GraphLayer", "ListedImage", "configs", "configs_of", "contents",
-           "counts", "delete_graph", "graph", "listed_images", "prune_candidates"]
+__all__ = ["GraphImage", "GraphLayer", "configs", "configs_of", "contents",
+           "counts", "delete_graph", "graph", "prune_candidates"]

@@ -1,28 +1,218 @@
 """Every question the store and the command line ask the index inside one transaction.
 
-"Head" is defined once, here (``is_head``): an image that no image names as its parent. The
-``image_list`` view of revision 0002 says the same in SQL.
+The questions are plain SQL text that SQLite and PostgreSQL both run: the same ``Reader``
+answers through SQLAlchemy (inside a write transaction, or on a server) and through a bare
+``sqlite3`` connection (``PlainReader``), which is how a warm command line answers without
+importing SQLAlchemy at all. No SQL literal here holds a colon: SQLAlchemy would take it for
+a bound parameter.
+
+"Head" is defined once, here (``HEAD``, and ``is_head`` for Core queries): an image that no
+image names as its parent. The ``image_list`` view of revision 0002 says the same in SQL.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import sqlite3
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, exists, func, select, text
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, TextClause
 
-from imagestore.index import schema
-from imagestore.index.backends import Backend
+    from imagestore.index.backends import Backend
 
+# bucket key -> (digest, number of entries)
+Digests = dict[str, tuple[int, int]]
+
+HEAD = ("NOT EXISTS (SELECT 1 FROM image_parents c "
+        "WHERE c.store_id = i.store_id AND c.parent_id = i.id)")
+_JOIN_PARENT = ("FROM images i LEFT JOIN image_parents p "
+                "ON p.store_id = i.store_id AND p.child_id = i.id")
+_JOIN_LAYER = "LEFT JOIN layers l ON l.store_id = i.store_id AND l.chain_id = i.chain_id"
+_WITH_PARENT = f"{_JOIN_PARENT} WHERE i.store_id = :s"
+_TAGGED = "EXISTS (SELECT 1 FROM tags t WHERE t.store_id = i.store_id AND t.image_id = i.id)"
 # The recursive walk up the parent edges, for the cycle check of ``set_parent``.
-_ANCESTORS = text(
+_ANCESTORS = (
     "WITH RECURSIVE up(id) AS (SELECT id FROM images WHERE store_id = :s AND id = :id UNION "
     "SELECT p.parent_id FROM image_parents p JOIN up ON p.store_id = :s AND p.child_id = up.id) "
     "SELECT id FROM up"
 )
+# Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
+# key's index (tests/test_search.py checks the plan).
+PREFIX_SQL = ("SELECT id FROM images WHERE store_id = :s AND id >= :lo AND id < :hi "
+              "ORDER BY id LIMIT :n")
+_SQL = {
+    "has_image": "SELECT 1 FROM images WHERE store_id = :s AND id = :id",
+    "image": f"SELECT i.raw, p.parent_id {_WITH_PARENT} AND i.id = :id",
+    "images": f"SELECT i.id, i.raw, p.parent_id {_WITH_PARENT}",
+    "heads": f"SELECT i.id, i.raw, p.parent_id {_WITH_PARENT} AND {HEAD}",
+    "count": "SELECT count(*) FROM images WHERE store_id = :s",
+    "chain": "SELECT chain_id FROM images WHERE store_id = :s AND id = :id",
+    "meta": "SELECT last_updated, built_locally FROM images WHERE store_id = :s AND id = :id",
+    "size": f"SELECT coalesce(l.size, 0) FROM images i {_JOIN_LAYER} "
+            "WHERE i.store_id = :s AND i.id = :id",
+    "parent": "SELECT parent_id FROM image_parents WHERE store_id = :s AND child_id = :id",
+    "children": "SELECT child_id FROM image_parents WHERE store_id = :s AND parent_id = :id "
+                "ORDER BY child_id",
+    "has_layer": "SELECT 1 FROM layers WHERE store_id = :s AND chain_id = :id",
+    "tag_target": "SELECT image_id FROM tags WHERE store_id = :s AND ref = :ref",
+    "refs_of": "SELECT ref FROM tags WHERE store_id = :s AND image_id = :id ORDER BY ref",
+    "problems": "SELECT path, kind, reason FROM problems WHERE store_id = :s ORDER BY path",
+    "setting": "SELECT value FROM settings WHERE store_id = :s AND key = :key",
+    "digests": "SELECT prefix, digest, entries FROM entry_buckets "
+               "WHERE store_id = :s AND prefix >= :lo AND prefix < :hi",
+    "digest": "SELECT prefix, digest, entries FROM entry_buckets "
+              "WHERE store_id = :s AND prefix = :lo",
+    # docker images: (image ID, created, parent ID, chain size, is a head), then the tags
+    "listed": f"SELECT i.id, i.created, p.parent_id, l.size, {HEAD} {_JOIN_PARENT} "
+              f"{_JOIN_LAYER} WHERE i.store_id = :s",
+    "listed_tags": "SELECT image_id, repository, tag FROM tags WHERE store_id = :s "
+                   "ORDER BY repository, tag",
+}
+
+# (image ID, created, parent ID, chain size, is a head)
+ListedImage = tuple[str, str | None, str | None, int | None, bool]
 
 
+class Reader:
+    """Reads of one store's rows inside one transaction of the index."""
+
+    def __init__(self, conn: Connection, backend: Backend, store: int) -> None:
+        self.conn = conn
+        self.backend = backend
+        self.store = store
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of one statement of this module, as plain tuples."""
+        return [tuple(r) for r in self.conn.execute(_text(sql), params)]
+
+    def _rows(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
+        return self.rows(_SQL[name], {"s": self.store, **params})
+
+    def _first(self, name: str, **params: Any) -> tuple[Any, ...] | None:
+        found = self._rows(name, **params)
+        return found[0] if found else None
+
+    # -- images -------------------------------------------------------------------------------
+    def has_image(self, image_id: str) -> bool:
+        return self._first("has_image", id=image_id) is not None
+
+    def image(self, image_id: str) -> tuple[bytes, str | None] | None:
+        """(config bytes, parent ID) of one image."""
+        row = self._first("image", id=image_id)
+        return None if row is None else (bytes(row[0]), row[1])
+
+    def images(self, *, heads_only: bool = False) -> dict[str, tuple[bytes, str | None]]:
+        """ID -> (config bytes, parent ID) of every image, or of the heads only."""
+        return {r[0]: (bytes(r[1]), r[2])
+                for r in self._rows("heads" if heads_only else "images")}
+
+    def count_images(self) -> int:
+        row = self._first("count")
+        return int(row[0]) if row else 0
+
+    def image_chain(self, image_id: str) -> tuple[str | None] | None:
+        """The image's top layer as a 1-tuple (its chain ID may be ``None``), or ``None``
+        when there is no such image."""
+        row = self._first("chain", id=image_id)
+        return None if row is None else (row[0],)
+
+    def image_meta(self, image_id: str) -> tuple[str | None, bool] | None:
+        """(``lastUpdated``, ``builtLocally``) of one image."""
+        row = self._first("meta", id=image_id)
+        return None if row is None else (row[0], bool(row[1]))
+
+    def image_size(self, image_id: str) -> int | None:
+        """Bytes of the image's whole layer chain (docker's ``Size``)."""
+        row = self._first("size", id=image_id)
+        return None if row is None else int(row[0])
+
+    def prefix(self, lo: str, hi: str, limit: int) -> list[str]:
+        """Up to ``limit`` image IDs in [lo, hi), sorted."""
+        return [r[0] for r in self.rows(PREFIX_SQL, {"s": self.store, "lo": lo, "hi": hi,
+                                                     "n": limit})]
+
+    def listed_images(self, *, all_images: bool, dangling: bool
+                      ) -> tuple[list[ListedImage], list[tuple[str, str, str | None]]]:
+        """The images ``docker images`` may list, and every (image ID, repository, tag),
+        sorted. The database drops what will not be listed (most images are intermediates):
+        untagged heads for ``dangling``, heads and tagged images without ``all_images``."""
+        sql = _SQL["listed"]
+        if dangling:
+            sql += f" AND {HEAD} AND NOT {_TAGGED}"
+        elif not all_images:
+            sql += f" AND ({HEAD} OR {_TAGGED})"
+        images = [(r[0], r[1], r[2], r[3], bool(r[4]))
+                  for r in self.rows(sql, {"s": self.store})]
+        return images, [(r[0], r[1], r[2]) for r in self._rows("listed_tags")]
+
+    # -- the parent graph ---------------------------------------------------------------------
+    def parent(self, image_id: str) -> str | None:
+        row = self._first("parent", id=image_id)
+        return None if row is None else row[0]
+
+    def children(self, image_id: str) -> list[str]:
+        return [r[0] for r in self._rows("children", id=image_id)]
+
+    def ancestors(self, image_id: str) -> set[str]:
+        """The image and every image above it through parent edges."""
+        return {r[0] for r in self.rows(_ANCESTORS, {"s": self.store, "id": image_id})}
+
+    # -- layers and tags ----------------------------------------------------------------------
+    def has_layer(self, chain: str) -> bool:
+        return self._first("has_layer", id=chain) is not None
+
+    def tag_target(self, ref: str) -> str | None:
+        row = self._first("tag_target", ref=ref)
+        return None if row is None else row[0]
+
+    def refs_of(self, image_id: str) -> list[str]:
+        return [r[0] for r in self._rows("refs_of", id=image_id)]
+
+    # -- what the syncs skipped and what they remember of the disk ----------------------------
+    def problems(self) -> list[tuple[str, str, str]]:
+        """(path, kind, reason) of every entry the syncs skipped, by path."""
+        return [(r[0], r[1], r[2]) for r in self._rows("problems")]
+
+    def setting(self, key: str) -> str | None:
+        row = self._first("setting", key=key)
+        return None if row is None else row[0]
+
+    def digests(self, kind: str) -> Digests:
+        """Bucket key -> (digest, entries) of one kind of entry, as the last sync left them
+        (a kind that is a folder holds a range of keys; ``repositories.json`` is one)."""
+        if kind.endswith("/"):
+            rows = self._rows("digests", lo=kind, hi=kind[:-1] + "0")
+        else:
+            rows = self._rows("digest", lo=kind)
+        return {r[0][len(kind):]: (int(r[1]), int(r[2])) for r in rows}
+
+
+class PlainReader(Reader):
+    """A ``Reader`` on a bare ``sqlite3`` connection (the caller holds its transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection, store: int) -> None:
+        self.plain = conn
+        self.store = store
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.plain.execute(sql, params).fetchall()
+
+
+@functools.cache
+def _text(sql: str) -> TextClause:
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+# -- Core expressions of the same rules, for the listings built with SQLAlchemy ----------------
 def is_head() -> Any:
     """True for an image that no image of its store names as its parent."""
+    from sqlalchemy import exists
+
+    from imagestore.index import schema
+
     child, t = schema.parents.alias("child"), schema.images
     return ~exists().where(child.c.store_id == t.c.store_id, child.c.parent_id == t.c.id)
 
@@ -37,107 +227,5 @@ def layer_of(lt: Any, t: Any) -> Any:
     return (lt.c.store_id == t.c.store_id) & (lt.c.chain_id == t.c.chain_id)
 
 
-class Reader:
-    """Reads of one store's rows inside one transaction of the index."""
-
-    def __init__(self, conn: Connection, backend: Backend, store: int) -> None:
-        self.conn = conn
-        self.backend = backend
-        self.store = store
-
-    # -- images -------------------------------------------------------------------------------
-    def has_image(self, image_id: str) -> bool:
-        t = schema.images
-        return self.conn.execute(select(t.c.id).where(
-            t.c.store_id == self.store, t.c.id == image_id)).first() is not None
-
-    def image(self, image_id: str) -> tuple[bytes, str | None] | None:
-        """(config bytes, parent ID) of one image."""
-        t, p = schema.images, schema.parents
-        row = self.conn.execute(select(t.c.raw, p.c.parent_id)
-                                .outerjoin(p, edge_of(p, t))
-                                .where(t.c.store_id == self.store, t.c.id == image_id)).first()
-        return None if row is None else (row.raw, row.parent_id)
-
-    def images(self, *, heads_only: bool = False) -> dict[str, tuple[bytes, str | None]]:
-        """ID -> (config bytes, parent ID) of every image, or of the heads only."""
-        t, p = schema.images, schema.parents
-        query = (select(t.c.id, t.c.raw, p.c.parent_id).outerjoin(p, edge_of(p, t))
-                 .where(t.c.store_id == self.store))
-        if heads_only:
-            query = query.where(is_head())
-        return {r.id: (r.raw, r.parent_id) for r in self.conn.execute(query)}
-
-    def count_images(self) -> int:
-        t = schema.images
-        return int(self.conn.scalar(select(func.count()).select_from(t)
-                                    .where(t.c.store_id == self.store)) or 0)
-
-    def image_chain(self, image_id: str) -> tuple[str | None] | None:
-        """The image's top layer as a 1-tuple (its chain ID may be ``None``), or ``None``
-        when there is no such image."""
-        t = schema.images
-        row = self.conn.execute(select(t.c.chain_id).where(
-            t.c.store_id == self.store, t.c.id == image_id)).first()
-        return None if row is None else (row.chain_id,)
-
-    def image_meta(self, image_id: str) -> tuple[str | None, bool] | None:
-        """(``lastUpdated``, ``builtLocally``) of one image."""
-        t = schema.images
-        row = self.conn.execute(select(t.c.last_updated, t.c.built_locally)
-                                .where(t.c.store_id == self.store, t.c.id == image_id)).first()
-        return None if row is None else (row.last_updated, bool(row.built_locally))
-
-    def image_size(self, image_id: str) -> int | None:
-        """Bytes of the image's whole layer chain (docker's ``Size``)."""
-        t, lt = schema.images, schema.layers
-        value = self.conn.scalar(select(func.coalesce(lt.c.size, 0)).select_from(t)
-                                 .outerjoin(lt, layer_of(lt, t))
-                                 .where(t.c.store_id == self.store, t.c.id == image_id))
-        return None if value is None else int(value)
-
-    # -- the parent graph ---------------------------------------------------------------------
-    def parent(self, image_id: str) -> str | None:
-        p = schema.parents
-        return self.conn.scalar(select(p.c.parent_id).where(
-            p.c.store_id == self.store, p.c.child_id == image_id))
-
-    def children(self, image_id: str) -> list[str]:
-        p = schema.parents
-        return list(self.conn.scalars(
-            select(p.c.child_id).where(p.c.store_id == self.store, p.c.parent_id == image_id)
-            .order_by(p.c.child_id)))
-
-    def ancestors(self, image_id: str) -> set[str]:
-        """The image and every image above it through parent edges."""
-        return set(self.conn.scalars(_ANCESTORS, {"s": self.store, "id": image_id}))
-
-    # -- layers and tags ----------------------------------------------------------------------
-    def has_layer(self, chain: str) -> bool:
-        lt = schema.layers
-        return self.conn.execute(
-            select(lt.c.chain_id).where(lt.c.store_id == self.store, lt.c.chain_id == chain)
-        ).first() is not None
-
-    def tag_target(self, ref: str) -> str | None:
-        tt = schema.tags
-        return self.conn.scalar(select(tt.c.image_id).where(
-            tt.c.store_id == self.store, tt.c.ref == ref))
-
-    def refs_of(self, image_id: str) -> list[str]:
-        tt = schema.tags
-        return list(self.conn.scalars(
-            select(tt.c.ref).where(tt.c.store_id == self.store, tt.c.image_id == image_id)
-            .order_by(tt.c.ref)))
-
-    # -- what the syncs skipped ---------------------------------------------------------------
-    def problems(self) -> list[tuple[str, str, str]]:
-        """(path, kind, reason) of every entry the syncs skipped, by path."""
-        p = schema.problems
-        return [(r.path, r.kind, r.reason)
-                for r in self.conn.execute(select(p.c.path, p.c.kind, p.c.reason)
-                                           .where(p.c.store_id == self.store)
-                                           .order_by(p.c.path))]
-
-
-__all__ = ["Reader", "edge_of", "is_head", "layer_of"]
+__all__ = ["HEAD", "PREFIX_SQL", "Digests", "ListedImage", "PlainReader", "Reader", "edge_of",
+           "is_head", "layer_of"]

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from imagestore.errors import ImageStoreError
-from imagestore.index.backends import Backend
-from imagestore.index.backends.base import Result
+from imagestore.index.fastread import Result
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from imagestore.index.backends import Backend
 
 _ALLOWED_START = re.compile(r"\s*(select|with|values|explain)\b", re.IGNORECASE)
 _COMMENTS = re.compile(r"(--[^\n]*\n?)|(/\*.*?\*/)", re.DOTALL)

@@ -10,33 +10,15 @@ those rows, which is what that index's single root would have done.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagestore.index import schema
+from imagestore.index.location import Identity, StoreInfo, stamp
 
 UNNAMED = "unnamed"  # revision 0005's name for the rows of an index older than stores
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a store is: its name in the index, and where its root is."""
-
-    name: str
-    host: str
-    root: str
-    driver: str
-
-
-@dataclass(frozen=True)
-class StoreInfo:
-    id: int
-    name: str
-    redacted: bool
-    last_sync: str | None
 
 
 def find(conn: Connection, name: str) -> StoreInfo | None:
@@ -87,11 +69,6 @@ def synced(conn: Connection, store: int, when: dt.datetime | None = None) -> Non
     st = schema.stores
     conn.execute(update(st).where(st.c.id == store).values(
         last_sync=stamp(when or dt.datetime.now(dt.timezone.utc))))
-
-
-def stamp(when: dt.datetime) -> str:
-    """RFC 3339 in UTC, fixed width, so that stamps sort as text."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def listing(conn: Connection) -> list[dict[str, Any]]:

@@ -3,15 +3,39 @@
 Data flows one way, root -> sync -> index: ``scan`` lists and signs entries, ``changes``
 compares them with the signatures the index keeps, ``read`` turns changed entries into rows
 (in ``workers`` when the pass is large), ``layers`` and ``images`` write them, ``leftovers``
-records what interrupted writes left, and ``restore`` runs the whole pass.
+records what interrupted writes left, ``restore`` runs the whole pass, and ``fresh`` tells,
+without SQLAlchemy, that a pass would find nothing to do.
+
+Names are loaded on first use: a warm command line imports ``fresh`` alone.
 """
 
 from __future__ import annotations
 
-from imagestore.sync.changes import record
-from imagestore.sync.problems import Problem, ProblemKind, recorded
-from imagestore.sync.report import Progress, SyncReport
-from imagestore.sync.restore import reread, run
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagestore.sync.changes import record
+    from imagestore.sync.problems import Problem, ProblemKind, recorded
+    from imagestore.sync.report import Progress, SyncReport
+    from imagestore.sync.restore import reread, run
+
+_LAZY = {
+    "record": "imagestore.sync.changes", "Problem": "imagestore.sync.problems",
+    "ProblemKind": "imagestore.sync.problems", "recorded": "imagestore.sync.problems",
+    "Progress": "imagestore.sync.report", "SyncReport": "imagestore.sync.report",
+    "reread": "imagestore.sync.restore", "run": "imagestore.sync.restore",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imagestore.sync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Problem", "ProblemKind", "Progress", "SyncReport", "record", "recorded", "reread",
            "run"]

@@ -8,8 +8,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from imagestore.index import Reader, Writer
+from imagestore.index.queries import Reader
+
+if TYPE_CHECKING:
+    from imagestore.index import Writer
 
 
 class ProblemKind(str, Enum):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import make_url
 
 from imagestore.errors import IndexUnavailable
-from imagestore.index.backends.base import Backend, FastReader
+from imagestore.index.backends.base import Backend
 from imagestore.index.backends.postgresql import PostgreSQLBackend
 from imagestore.index.backends.sqlite import SQLiteBackend
+from imagestore.index.fastread import FastReader
 
 _BACKENDS: dict[str, type[Backend]] = {
     "sqlite": SQLiteBackend,

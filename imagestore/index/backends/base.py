@@ -7,6 +7,7 @@ Adding a backend means one module here with a ``Backend`` subclass, and one line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -15,50 +16,32 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, make_url
-from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+
+from imagestore.index.fastread import FastReader, Result
+from imagestore.index.queries import Reader
 
 # Fills a new index inside its first write transaction (the connection is that transaction).
 Fill = Callable[[Connection], None]
 # Brings a new engine's database to the schema head.
 Upgrade = Callable[[Engine], None]
-# Column names and rows of a query (the rows as they come).
-Result = tuple[list[str], Iterator[tuple[Any, ...]]]
-
-
-class FastReader(ABC):
-    """Read-only queries whose rows come back as plain tuples, from one snapshot: the hot
-    paths (short-ID search, listings of 100,000 rows) where per-row machinery would cost more
-    than the database's own work."""
-
-    @abstractmethod
-    def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
-        """Every row of each query, all from the same snapshot."""
-
-    @abstractmethod
-    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows of one textual query with named (``:name``) parameters."""
-
-    def close(self) -> None:
-        """Release what the reader holds (connections of other threads included)."""
-        return
 
 
 class EngineReader(FastReader):
     """The portable fast reader: the engine itself, rows turned into tuples."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, backend: Backend) -> None:
         self.engine = engine
+        self.backend = backend
 
     def fetch(self, *queries: ClauseElement) -> list[list[tuple[Any, ...]]]:
         with self.engine.connect() as conn, conn.begin():
             return [[tuple(r) for r in conn.execute(q)] for q in queries]  # type: ignore[call-overload]
 
-    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        from sqlalchemy import text
-
+    @contextlib.contextmanager
+    def reader(self, store: int) -> Iterator[Reader]:
         with self.engine.connect() as conn, conn.begin():
-            return [tuple(r) for r in conn.execute(text(sql), params)]
+            yield Reader(conn, self.backend, store)
 
 
 class Backend(ABC):
@@ -153,7 +136,7 @@ class Backend(ABC):
                                  f"VALUES ({marks})", list(rows))
 
     def fast_reader(self, engine: Engine) -> FastReader:
-        return EngineReader(engine)
+        return EngineReader(engine, self)
 
     @abstractmethod
     def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
@@ -162,12 +145,3 @@ class Backend(ABC):
         ``timeout`` seconds; rows are fetched as they are iterated (millions of them must not
         be held at once). Errors are raised as ``ImageStoreError`` with the database's
         message."""
-
-
-def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any]]:
-    """A Core query as positional SQL text and its values (for a plain DBAPI connection)."""
-    from sqlalchemy.sql.compiler import SQLCompiler
-
-    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    assert isinstance(compiled, SQLCompiler)
-    return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]

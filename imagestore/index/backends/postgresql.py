@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 
 from imagestore.errors import ImageStoreError
-from imagestore.index.backends.base import Backend, Result
+from imagestore.index.backends.base import Backend
+from imagestore.index.fastread import Result
 
 # One lock number for "imagestore writer"; sessions on other databases do not collide.
 WRITER_LOCK = 0x696D6773

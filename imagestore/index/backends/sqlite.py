@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,23 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 
 from imagestore.errors import ImageStoreError, IndexUnavailable
-from imagestore.index.backends.base import Backend, FastReader, Fill, Result, Upgrade
-from imagestore.index.fastread import SQLiteReader
+from imagestore.index.backends.base import Backend, Fill, Upgrade
+from imagestore.index.fastread import (
+    APPLICATION_ID,
+    FastReader,
+    Result,
+    SQLiteReader,
+    is_corrupt,
+    readonly_query,
+    readonly_uri,
+)
 from imagestore.index.locks import unavailable, writer_lock
 
 BUSY_TIMEOUT_S = 60.0
-# Written in the header of every index we create, so that a file can be told to be ours
-# before anything is written to it or it is set aside as corrupt ("imgs").
-APPLICATION_ID = 0x696D6773
 _HEADER = b"SQLite format 3\x00"
 # Configs are a few KB each: on larger pages several share one (figures in
 # docs/performance.md); an older index keeps the page size it was made with.
 PAGE_SIZE = 32768
-# What ``sql`` may do: read tables and call functions, nothing else.
-_READ_ACTIONS = {
-    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
 
 
 class SQLiteBackend(Backend):
@@ -94,7 +93,7 @@ class SQLiteBackend(Backend):
     def engine_url(self) -> str:
         if self._file is None or not self._frozen:
             return self.url
-        return "sqlite:///" + _readonly_uri(self._file) + "&uri=true"
+        return "sqlite:///" + readonly_uri(self._file) + "&uri=true"
 
     def prepare(self) -> None:
         if self._file is not None and not self._frozen:
@@ -175,8 +174,7 @@ class SQLiteBackend(Backend):
                 raise
 
     def is_corrupt(self, exc: BaseException) -> bool:
-        text = str(exc).lower()
-        return "file is not a database" in text or "malformed" in text
+        return is_corrupt(exc)
 
     def damage(self, engine: Engine) -> list[str]:
         try:
@@ -201,52 +199,9 @@ class SQLiteBackend(Backend):
 
     def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
                        timeout: float | None = None) -> Result:
-        """On a connection opened read-only whose authorizer denies anything but reads; a
-        progress handler stops the statement at its deadline (and lets Ctrl-C through)."""
         if self._file is None:
             raise ImageStoreError("sql: the index is not a file")
-        conn = sqlite3.connect(_readonly_uri(self._file), uri=True, timeout=30)
-        deadline = None if not timeout else time.monotonic() + timeout
-        expired: list[bool] = []
-
-        def authorizer(action: int, *_args: object) -> int:
-            return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
-
-        def too_long() -> int:
-            # Ctrl-C raises KeyboardInterrupt in here: sqlite3 turns it into "interrupted".
-            if deadline is not None and time.monotonic() > deadline:
-                expired.append(True)
-            return int(bool(expired))
-
-        conn.set_authorizer(authorizer)
-        conn.set_progress_handler(too_long, 20000)
-        try:
-            cur = conn.execute(sql, tuple(params))
-        except BaseException as exc:
-            conn.close()
-            raise self._sql_error(exc, timeout, bool(expired)) from None
-        columns = [d[0] for d in cur.description or ()]
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            try:
-                while batch := cur.fetchmany(1000):
-                    yield from batch
-            except (sqlite3.Error, sqlite3.Warning) as exc:
-                raise self._sql_error(exc, timeout, bool(expired)) from None
-            finally:
-                conn.close()
-
-        return columns, rows()
-
-    def _sql_error(self, exc: BaseException, timeout: float | None, expired: bool
-                   ) -> BaseException:
-        if not isinstance(exc, (sqlite3.Error, sqlite3.Warning)) or self.is_corrupt(exc):
-            return exc
-        if "interrupted" in str(exc):
-            if not expired:
-                return KeyboardInterrupt()  # Ctrl-C, swallowed by sqlite3: raised again
-            return ImageStoreError(f"sql: stopped after {timeout:g} s (--timeout)")
-        return ImageStoreError(f"sql: {exc}")
+        return readonly_query(self._file, sql, params, timeout)
 
 
 def _cannot_write(path: Path) -> bool:
@@ -256,15 +211,6 @@ def _cannot_write(path: Path) -> bool:
     except OSError:
         return False
     return exists and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
-
-
-def _readonly_uri(path: Path) -> str:
-    """A URI that opens the index without writing anything: read-only, and immutable when
-    its write-ahead log cannot be shared (no ``-shm`` beside it, and none may be made)."""
-    shm = Path(str(path) + "-shm")
-    if shm.exists() or os.access(path.parent, os.W_OK):
-        return f"{path.as_uri()}?mode=ro"
-    return f"{path.as_uri()}?mode=ro&immutable=1"
 
 
 def _prepare_folder(folder: Path) -> None:

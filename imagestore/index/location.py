@@ -1,0 +1,87 @@
+"""Where an index lives and which store of it a root is: known without SQLAlchemy, so that a
+warm command line finds its index and store before deciding whether it needs the engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from imagestore.errors import IndexUnavailable
+
+# The newest revision in migrations/versions (a test keeps the two equal): an index already
+# there opens without importing Alembic at all, which a warm CLI call notices.
+HEAD = "0005"
+# A sync that changed nothing still records when it ran, but no more often than this: a warm
+# open stays a pure read.
+STAMP_EVERY = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a store is: its name in the index, and where its root is."""
+
+    name: str
+    host: str
+    root: str
+    driver: str
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    id: int
+    name: str
+    redacted: bool
+    last_sync: str | None
+
+
+def stamp(when: dt.datetime) -> str:
+    """RFC 3339 in UTC, fixed width, so that stamps sort as text."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def identity(image_root: Path, name: str | None = None) -> Identity:
+    """A store's identity; its default name is ``HOST:/real/path`` of its image root."""
+    host, root = socket.gethostname(), os.path.realpath(image_root)
+    if name is not None and not name.strip():
+        raise IndexUnavailable("the store name is empty")
+    # The driver is the folder's name only where Docker laid it out: <data-root>/image/<driver>.
+    driver = Path(root).name if Path(root).parent.name == "image" else ""
+    return Identity(name or f"{host}:{root}", host, root, driver)
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "imagestore"
+
+
+def default_index_path(root: Path) -> Path:
+    """One SQLite file per root, named after it so a person can tell them apart."""
+    real = os.path.realpath(root)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", real).strip("-")[-48:] or "root"
+    return state_dir() / f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:12]}.sqlite"
+
+
+def sqlite_file(index: str | os.PathLike[str] | None, root: Path) -> Path | None:
+    """The local SQLite file ``index`` names (``None``: the default file of ``root``, a path,
+    or a plain ``sqlite:///`` URL); ``None`` for anything else (a server, a URL with options),
+    which only the engine can tell."""
+    if index is None:
+        return default_index_path(root)
+    text = os.fspath(index)
+    if not text.strip():
+        return None
+    if "://" not in text:
+        return Path(os.path.abspath(text))
+    if text.startswith("sqlite:///") and "?" not in text and len(text) > len("sqlite:///"):
+        return Path(os.path.abspath(unquote(text[len("sqlite:///"):])))
+    return None
+
+
+__all__ = ["HEAD", "STAMP_EVERY", "Identity", "StoreInfo", "default_index_path", "identity",
+           "sqlite_file", "stamp", "state_dir"]

@@ -1,0 +1,128 @@
+"""A warm command line's index: one store of a local SQLite index already at the schema head,
+read through ``sqlite3`` alone. Opening it costs a few milliseconds and imports neither
+SQLAlchemy nor Alembic; anything it cannot vouch for (no file yet, another revision, a
+file it may not write, a store it does not hold) sends the caller to ``Index.open``, which
+creates, migrates, repairs and explains."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from imagestore.errors import IndexCorrupt
+from imagestore.index.fastread import (
+    APPLICATION_ID,
+    Result,
+    SQLiteReader,
+    is_corrupt,
+    readonly_query,
+)
+from imagestore.index.location import HEAD, STAMP_EVERY, StoreInfo, identity, sqlite_file, stamp
+from imagestore.index.queries import Reader
+
+_STORE = "SELECT id, name, redacted, last_sync FROM stores WHERE name = :name"
+_REVISION = "SELECT version_num FROM alembic_version"
+_STAMP = ("UPDATE stores SET last_sync = :now WHERE id = :s "
+          "AND (last_sync IS NULL OR last_sync < :old)")
+# A recorded sync time is a courtesy: it never waits for a writer.
+STAMP_TIMEOUT_S = 0.05
+
+
+class QuickIndex:
+    """Use ``QuickIndex.open``; ``read()`` and ``sql()`` as on ``Index``."""
+
+    def __init__(self, file: Path, reader: SQLiteReader, store: StoreInfo) -> None:
+        self.file = file
+        self.store = store
+        self._reader = reader
+
+    @classmethod
+    def open(cls, index: str | os.PathLike[str] | None, image_root: Path, *,
+             name: str | None = None) -> QuickIndex | None:
+        """The store of ``image_root`` (named ``name``) in ``index``, or ``None`` when only
+        the engine can open it."""
+        file = sqlite_file(index, image_root)
+        if file is None or not _writable_file(file):
+            return None
+        try:
+            with open(file, "rb") as f:
+                header = f.read(100)
+        except OSError:
+            return None
+        if len(header) < 100 or int.from_bytes(header[68:72], "big") != APPLICATION_ID:
+            return None
+        who = identity(image_root, name)
+        reader = SQLiteReader(file)
+        try:
+            with reader.connection() as conn:
+                revision = conn.execute(_REVISION).fetchone()
+                row = conn.execute(_STORE, {"name": who.name}).fetchone()
+        except sqlite3.Error:
+            reader.close()
+            return None
+        if revision is None or revision[0] != HEAD or row is None or row[2]:
+            reader.close()  # a redacted store lives on a server, never in a local file
+            return None
+        return cls(file, reader, StoreInfo(row[0], row[1], bool(row[2]), row[3]))
+
+    @property
+    def store_id(self) -> int:
+        return self.store.id
+
+    def location(self) -> str:
+        return str(self.file)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Reader]:
+        try:
+            with self._reader.reader(self.store_id) as q:
+                yield q
+        except sqlite3.DatabaseError as exc:
+            if is_corrupt(exc):
+                raise IndexCorrupt(f"index {self.file} is corrupt ({exc}); rebuild it with "
+                                   f"`imagestore sync --full` or delete it") from None
+            raise
+
+    def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None
+            ) -> Result:
+        """As ``Index.sql``: one read-only statement through the sandbox."""
+        from imagestore.index.sqlbox import statement
+
+        return readonly_query(self.file, statement(query), params, timeout)
+
+    def synced(self, when: dt.datetime) -> None:
+        """Record that the store mirrored its root at ``when``, as a sync that changed
+        nothing does (at most every ``STAMP_EVERY``); skipped while a writer is busy."""
+        if self.store.last_sync is not None and \
+                self.store.last_sync >= stamp(when - STAMP_EVERY):
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(self.file, timeout=STAMP_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute(_STAMP, {"now": stamp(when), "s": self.store_id,
+                                      "old": stamp(when - STAMP_EVERY)})
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _writable_file(path: Path) -> bool:
+    """An index file this process may write (and make its logs beside): only then is the
+    quick path the same as the engine's (a frozen index is read otherwise, and says so)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and os.access(path, os.W_OK) \
+        and os.access(path.parent, os.W_OK)
+
+
+__all__ = ["QuickIndex"]
