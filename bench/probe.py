@@ -12,7 +12,13 @@ import resource
 import sys
 import time
 
-from imagestore.opening import open as open_store  # imported before the clock starts
+# Everything an open may use is imported before the clock starts (``open`` loads the
+# engine and the sync on first use).
+import imagestore.index.database
+import imagestore.store
+import imagestore.sync.fresh
+import imagestore.sync.restore  # noqa: F401
+from imagestore.opening import open as open_store
 
 
 def main() -> None:

@@ -62,11 +62,30 @@ def open(
                       f"as it stands, without syncing", stacklevel=2)
     elif sync or (policy_changed and not store.index.frozen):
         try:  # configs stored under another redaction rule are all read again
-            store.sync(full=policy_changed, progress=progress)
+            if policy_changed or not _in_sync(store):
+                store.sync(full=policy_changed, progress=progress)
         except BaseException:
             store.close()
             raise
     return store
+
+
+def _in_sync(store: Store) -> bool:
+    """Nothing to sync, told from one read snapshot without the writers' lock (a warm open
+    then never waits behind another store's sync); ``last_sync`` gets the report a sync that
+    found nothing gives. A store whose recorded sync time is older than ``STAMP_EVERY`` is
+    synced anyway: that records the time."""
+    from imagestore.index.location import STAMP_EVERY, stamp
+    from imagestore.sync.fresh import quiet_report, unchanged
+
+    last = store.index.store.last_sync
+    if last is None or last < stamp(datetime.now(timezone.utc) - STAMP_EVERY):
+        return False
+    with store.index.read() as q:
+        if not unchanged(store.root, q):
+            return False
+        store.last_sync = quiet_report(q)
+    return True
 
 
 def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | None = None, *,

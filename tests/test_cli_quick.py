@@ -195,3 +195,39 @@ def test_an_index_at_another_revision_is_migrated_by_the_engine(root: Path,
     conn.close()
     _, imported = cli(root, index, "heads")
     assert not imported & HEAVY
+
+
+def test_a_warm_open_does_not_wait_for_the_writers_lock(root: Path, index: Path) -> None:
+    """Nothing changed: ``open`` answers from one read snapshot, while another process holds
+    the writers' lock for a long sync (of another store, say), with the report of a sync
+    that found nothing to do."""
+    with imagestore.open(root, index) as store:
+        count = len(store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; "
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(60)", str(index) + ".lock"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with imagestore.open(root, index) as store:
+            report = store.last_sync
+        assert time.monotonic() - started < 30  # the lock is held for 60 s
+        assert report is not None
+        assert (report.added, report.removed, report.changed, report.unchanged) == \
+            (0, 0, 0, count)
+        assert sum(report.read.values()) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_change_is_synced_by_open_under_the_lock(root: Path, index: Path) -> None:
+    with imagestore.open(root, index) as store:
+        head = sorted(store.heads())[0]
+    (root / "imagedb" / "content" / "sha256" / head[len("sha256:"):]).unlink()
+    settle(root)
+    with imagestore.open(root, index) as store:
+        assert store.last_sync is not None and store.last_sync.removed == 1
+        assert head not in store

@@ -10,6 +10,8 @@ import time
 
 from imagestore.index.queries import Reader
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
+from imagestore.sync.problems import recorded
+from imagestore.sync.report import SyncReport
 from imagestore.sync.scan import scan
 from imagestore.sync.signatures import SCHEME, folder_signature
 
@@ -44,4 +46,14 @@ def unchanged(root: Root, q: Reader) -> bool:
     return all(scan(root, kind).digests == q.digests(kind) for kind in ENTRY_SIGNED)
 
 
-__all__ = ["ENTRY_SIGNED", "FOLDER_SIGNED", "SCHEME_KEY", "folder_key", "unchanged"]
+def quiet_report(q: Reader) -> SyncReport:
+    """The report a sync that found nothing to do gives: every image unchanged, the problems
+    the index holds, the kinds whose entries it signed one by one."""
+    problems = recorded(q)
+    return SyncReport(unchanged=q.count_images(), problems=problems,
+                      skipped=sum(1 for p in problems if p.path.startswith(CONTENT)),
+                      listed=list(ENTRY_SIGNED))
+
+
+__all__ = ["ENTRY_SIGNED", "FOLDER_SIGNED", "SCHEME_KEY", "folder_key", "quiet_report",
+           "unchanged"]
