@@ -72,19 +72,16 @@ def open(
 
 def _in_sync(store: Store) -> bool:
     """Nothing to sync, told from one read snapshot without the writers' lock (a warm open
-    then never waits behind another store's sync); ``last_sync`` gets the report a sync that
-    found nothing gives. A store whose recorded sync time is older than ``STAMP_EVERY`` is
-    synced anyway: that records the time."""
-    from imagestore.index.location import STAMP_EVERY, stamp
+    then never waits behind another process's sync); ``last_sync`` gets the report a sync
+    that found nothing gives."""
     from imagestore.sync.fresh import quiet_report, unchanged
 
-    last = store.index.store.last_sync
-    if last is None or last < stamp(datetime.now(timezone.utc) - STAMP_EVERY):
-        return False
+    started = datetime.now(timezone.utc)
     with store.index.read() as q:
         if not unchanged(store.root, q):
             return False
         store.last_sync = quiet_report(q)
+    store.index.note_synced(started)
     return True
 
 

@@ -203,6 +203,9 @@ def test_a_warm_open_does_not_wait_for_the_writers_lock(root: Path, index: Path)
     that found nothing to do."""
     with imagestore.open(root, index) as store:
         count = len(store)
+    with sqlite3.connect(index) as conn:  # synced long ago: the open records the time
+        conn.execute("UPDATE stores SET last_sync = '2001-01-01T00:00:00.000000Z'")
+    conn.close()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, os, sys, time; "
          "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
@@ -218,6 +221,10 @@ def test_a_warm_open_does_not_wait_for_the_writers_lock(root: Path, index: Path)
         assert (report.added, report.removed, report.changed, report.unchanged) == \
             (0, 0, 0, count)
         assert sum(report.read.values()) == 0
+        with sqlite3.connect(index) as conn:
+            (stamp,) = conn.execute("SELECT last_sync FROM stores").fetchone()
+        conn.close()
+        assert stamp > "2020"
     finally:
         holder.kill()
         holder.wait()

@@ -4,6 +4,7 @@ root, opened at the schema head, with its writers' lock and its fast reader."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -26,8 +27,15 @@ from imagestore.index.engine import (
     rebuild,
     upgrade,
 )
-from imagestore.index.fastread import Result
-from imagestore.index.location import Identity, StoreInfo, identity, state_dir
+from imagestore.index.fastread import Result, stamp_synced
+from imagestore.index.location import (
+    STAMP_EVERY,
+    Identity,
+    StoreInfo,
+    identity,
+    stamp,
+    state_dir,
+)
 from imagestore.index.locks import writer_lock
 from imagestore.index.queries import Reader
 from imagestore.index.writes import Writer
@@ -174,6 +182,19 @@ class Index:
         """What the database finds wrong with its own storage (``[]``: nothing); reads the
         whole index, so it is for fsck, not for every open."""
         return self.backend.damage(self.engine)
+
+    def note_synced(self, when: dt.datetime) -> None:
+        """Record that the store mirrored its root at ``when`` (an open that found nothing to
+        sync), at most every ``STAMP_EVERY``: on SQLite without waiting for a writer (it is
+        a courtesy), on a server in a short transaction of the store's own."""
+        if self.frozen or (self.store.last_sync is not None
+                           and self.store.last_sync >= stamp(when - STAMP_EVERY)):
+            return
+        if self.backend.file is not None:
+            stamp_synced(self.backend.file, self.store, when)
+            return
+        with self._locked(store=self.store_id) as conn:
+            stores.synced(conn, self.store_id, when)
 
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -6,6 +6,7 @@ command line reads through this module alone."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagestore.errors import ImageStoreError
+from imagestore.index.location import STAMP_EVERY, StoreInfo, stamp
 from imagestore.index.queries import PlainReader, Reader
 
 if TYPE_CHECKING:
@@ -28,6 +30,9 @@ APPLICATION_ID = 0x696D6773
 # Pages are read through a memory map instead of copied into a small cache: a listing visits
 # most of the index.
 MMAP_SIZE = 1 << 30
+_STAMP = ("UPDATE stores SET last_sync = :now WHERE id = :s "
+          "AND (last_sync IS NULL OR last_sync < :old)")
+STAMP_TIMEOUT_S = 0.05
 # Column names and rows of a query (the rows as they come).
 Result = tuple[list[str], Iterator[tuple[Any, ...]]]
 # What ``sql`` may do: read tables and call functions, nothing else.
@@ -112,6 +117,20 @@ def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any
     return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]
 
 
+def stamp_synced(path: Path, store: StoreInfo, when: dt.datetime) -> None:
+    """Record that ``store`` mirrored its root at ``when`` (a warm open that found nothing to
+    do), at most every ``STAMP_EVERY``. A courtesy: skipped rather than wait for a writer."""
+    old = stamp(when - STAMP_EVERY)
+    if store.last_sync is not None and store.last_sync >= old:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        conn = sqlite3.connect(path, timeout=STAMP_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute(_STAMP, {"now": stamp(when), "s": store.id, "old": old})
+        finally:
+            conn.close()
+
+
 def is_corrupt(exc: BaseException) -> bool:
     """An SQLite error that means the file's storage is unusable."""
     text = str(exc).lower()
@@ -177,4 +196,4 @@ def _sql_error(exc: BaseException, timeout: float | None, expired: bool) -> Base
 
 
 __all__ = ["APPLICATION_ID", "FastReader", "Result", "SQLiteReader", "is_corrupt", "readonly_query",
-           "readonly_uri"]
+           "readonly_uri", "stamp_synced"]

@@ -22,16 +22,13 @@ from imagestore.index.fastread import (
     SQLiteReader,
     is_corrupt,
     readonly_query,
+    stamp_synced,
 )
-from imagestore.index.location import HEAD, STAMP_EVERY, StoreInfo, identity, sqlite_file, stamp
+from imagestore.index.location import HEAD, StoreInfo, identity, sqlite_file
 from imagestore.index.queries import Reader
 
 _STORE = "SELECT id, name, redacted, last_sync FROM stores WHERE name = :name"
 _REVISION = "SELECT version_num FROM alembic_version"
-_STAMP = ("UPDATE stores SET last_sync = :now WHERE id = :s "
-          "AND (last_sync IS NULL OR last_sync < :old)")
-# A recorded sync time is a courtesy: it never waits for a writer.
-STAMP_TIMEOUT_S = 0.05
 
 
 class QuickIndex:
@@ -98,17 +95,8 @@ class QuickIndex:
 
     def synced(self, when: dt.datetime) -> None:
         """Record that the store mirrored its root at ``when``, as a sync that changed
-        nothing does (at most every ``STAMP_EVERY``); skipped while a writer is busy."""
-        if self.store.last_sync is not None and \
-                self.store.last_sync >= stamp(when - STAMP_EVERY):
-            return
-        with contextlib.suppress(sqlite3.Error):
-            conn = sqlite3.connect(self.file, timeout=STAMP_TIMEOUT_S, isolation_level=None)
-            try:
-                conn.execute(_STAMP, {"now": stamp(when), "s": self.store_id,
-                                      "old": stamp(when - STAMP_EVERY)})
-            finally:
-                conn.close()
+        nothing does (at most every ``STAMP_EVERY``), never waiting for a writer."""
+        stamp_synced(self.file, self.store, when)
 
     def close(self) -> None:
         self._reader.close()
