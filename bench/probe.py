@@ -14,6 +14,8 @@ import time
 
 # Everything an open may use is imported before the clock starts (``open`` loads the
 # engine and the sync on first use).
+import sqlalchemy.dialects.sqlite  # noqa: F401
+
 import imagestore.index.database
 import imagestore.store
 import imagestore.sync.fresh
