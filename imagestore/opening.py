@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagestore.errors import ImageStoreError
+from imagestore.errors import ImageStoreError, IndexCorrupt
 from imagestore.moby.root import Root, find_root
 from imagestore.reading import Reading
 
@@ -77,10 +77,13 @@ def _in_sync(store: Store) -> bool:
     from imagestore.sync.fresh import quiet_report, unchanged
 
     started = datetime.now(timezone.utc)
-    with store.index.read() as q:
-        if not unchanged(store.root, q):
-            return False
-        store.last_sync = quiet_report(q)
+    try:
+        with store.index.read() as q:
+            if not unchanged(store.root, q):
+                return False
+            store.last_sync = quiet_report(q)
+    except IndexCorrupt:
+        return False  # the sync sets the index aside and rebuilds it
     store.index.note_synced(started)
     return True
 
