@@ -17,6 +17,7 @@ from imagestore.index import schema, stores
 from imagestore.index.backends import Backend
 from imagestore.index.buckets import Buckets
 from imagestore.index.engine import IN_BATCH, ROW_BATCH, batches, bulk_load
+from imagestore.index.location import STAMP_EVERY, stamp
 from imagestore.index.queries import Reader, edge_of
 from imagestore.index.rows import (
     EDGE_COLUMNS,
@@ -31,9 +32,12 @@ from imagestore.moby.redact import redact_config
 
 # A layer a delete released: (chain ID, diff ID, chain size, own size).
 Released = tuple[str, str, int, int]
-SYNC_STAMP_EVERY = dt.timedelta(minutes=1)
 _RAW = IMAGE_COLUMNS.index("raw")
 _BULK_TABLES = {"layers": (schema.layers,), "images": (schema.images, schema.parents)}
+# (chain ID, parent chain ID, own size, chain size, depth)
+LayerLink = tuple[str, str | None, int, int, int]
+_SHA256 = "sha256:"
+_ID_LENGTH = len(_SHA256) + 64
 
 
 class Writer(Reader):
@@ -113,6 +117,16 @@ class Writer(Reader):
                                    .where(p.c.store_id == self.store)):
             yield r.child_id, r.parent_id
 
+    def parents_of(self, children: Iterable[str]) -> dict[str, str]:
+        """Child -> parent of the parent links of these images."""
+        p = schema.parents
+        out: dict[str, str] = {}
+        for chunk in batches(sorted(children), IN_BATCH):
+            out.update((r[0], r[1]) for r in self.conn.execute(
+                select(p.c.child_id, p.c.parent_id)
+                .where(p.c.store_id == self.store, p.c.child_id.in_(chunk))).all())
+        return out
+
     def set_parent(self, child: str, parent: str | None) -> None:
         p = schema.parents
         self.conn.execute(delete(p).where(p.c.store_id == self.store, p.c.child_id == child))
@@ -151,7 +165,7 @@ class Writer(Reader):
         last = self.conn.scalar(select(schema.stores.c.last_sync)
                                 .where(schema.stores.c.id == self.store))
         now = dt.datetime.now(dt.timezone.utc)
-        if changed or last is None or last < stores.stamp(now - SYNC_STAMP_EVERY):
+        if changed or last is None or last < stamp(now - STAMP_EVERY):
             stores.synced(self.conn, self.store, now)
 
     def has_layers(self) -> bool:
@@ -170,6 +184,37 @@ class Writer(Reader):
                                           lt.c.size, lt.c.depth)
                                    .where(lt.c.store_id == self.store)):
             yield r.chain_id, r.parent_id, r.diff_size, r.size, r.depth
+
+    def layer_rows(self, chain_ids: Iterable[str], *, children: bool = False
+                   ) -> list[LayerLink]:
+        """``layer_links`` of these layers only (``children``: of the layers whose parent
+        is one of them), for a sync that touches a few layers of a large store. Rows are
+        fetched whole: one fetch per batch costs far less than one per row."""
+        lt = schema.layers
+        column = lt.c.parent_id if children else lt.c.chain_id
+        out: list[LayerLink] = []
+        for chunk in batches(sorted(chain_ids), IN_BATCH):
+            out.extend((r[0], r[1], r[2], r[3], r[4]) for r in self.conn.execute(
+                select(lt.c.chain_id, lt.c.parent_id, lt.c.diff_size, lt.c.size, lt.c.depth)
+                .where(lt.c.store_id == self.store, column.in_(chunk))).all())
+        return out
+
+    def odd_layers(self) -> list[str]:
+        """Chain IDs of layer rows no sync writes (an index edited by hand): a chain or
+        parent that is not ``sha256:`` and 71 characters long. Asked of the two indexes that
+        hold those columns, so a sync that touches a few layers does not read them all; the
+        sync drops a row whose 64 characters are not hex when it meets it."""
+        lt = schema.layers
+        mine = lt.c.store_id == self.store
+
+        def odd(column: Any) -> Any:
+            return (func.length(column) != _ID_LENGTH) | (func.substr(column, 1, 7) != _SHA256)
+
+        chains = set(self.conn.scalars(select(lt.c.chain_id).where(mine, odd(lt.c.chain_id))))
+        parents = list(self.conn.scalars(select(lt.c.parent_id).distinct().where(
+            mine, lt.c.parent_id.is_not(None), odd(lt.c.parent_id))))
+        chains.update(r[0] for r in self.layer_rows(parents, children=True))
+        return sorted(chains)
 
     def delete_layers(self, chain_ids: Iterable[str]) -> None:
         self._delete_in(schema.layers.c.chain_id, chain_ids)
@@ -197,6 +242,24 @@ class Writer(Reader):
         return list(self.conn.scalars(select(t.c.id).where(
             t.c.store_id == self.store, t.c.chain_id.is_not(None),
             t.c.chain_id.not_in(select(lt.c.chain_id).where(lt.c.store_id == self.store)))))
+
+    def images_on_layers(self, chain_ids: Iterable[str]) -> list[str]:
+        """Images whose top layer is one of these."""
+        t = schema.images
+        out: list[str] = []
+        for chunk in batches(sorted(chain_ids), IN_BATCH):
+            out.extend(self.conn.scalars(select(t.c.id).where(t.c.store_id == self.store,
+                                                              t.c.chain_id.in_(chunk))))
+        return out
+
+    def layers_present(self, chain_ids: Iterable[str]) -> set[str]:
+        """Which of these chain IDs are layers of the index."""
+        lt = schema.layers
+        out: set[str] = set()
+        for chunk in batches(sorted(chain_ids), IN_BATCH):
+            out.update(self.conn.scalars(select(lt.c.chain_id).where(
+                lt.c.store_id == self.store, lt.c.chain_id.in_(chunk))))
+        return out
 
     def known_images(self, image_ids: Iterable[str]) -> set[str]:
         """Which of these IDs are images of the index."""
@@ -265,4 +328,4 @@ class Writer(Reader):
         self._insert("problems", PROBLEM_COLUMNS, rows)
 
 
-__all__ = ["Released", "Writer"]
+__all__ = ["LayerLink", "Released", "Writer"]

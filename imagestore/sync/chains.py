@@ -8,10 +8,15 @@ from imagestore.sync.compact import Link, chain_id, stacked
 from imagestore.sync.problems import Problem, ProblemKind
 
 
-def resolve(links: dict[bytes, Link]) -> tuple[dict[bytes, int], list[Problem]]:
+def resolve(links: dict[bytes, Link], known: dict[bytes, int] | None = None
+            ) -> tuple[dict[bytes, int], list[Problem]]:
     """The chains moby would load, each with its whole size and depth packed (``stacked``);
-    and a problem for each chain that does not load because its parent does not."""
-    out: dict[bytes, int] = {}
+    and a problem for each chain that does not load because its parent does not.
+
+    ``known``: chains outside ``links`` that load, packed, which a chain of ``links`` may
+    stand on (a sync that read a few layers passes their stored parents, not every layer
+    of the index); they are not in the answer."""
+    out: dict[bytes, int] = dict(known) if known else {}
     failed: set[bytes] = set()
     problems: list[Problem] = []
     for start in links:
@@ -35,6 +40,10 @@ def resolve(links: dict[bytes, Link]) -> tuple[dict[bytes, int], list[Problem]]:
                 problems.append(Problem(
                     LAYERS + c.hex(), ProblemKind.BAD_LAYER,
                     f"layer not loaded: parent {parent} cannot be loaded"))
+    if known:
+        for chain in known:
+            if chain not in links:
+                del out[chain]
     return out, problems
 
 

@@ -10,7 +10,8 @@ from imagestore.index import row_chain, row_id
 from imagestore.moby.digest import PREFIX
 from imagestore.moby.root import CONTENT, METADATA
 from imagestore.sync.changes import Changes
-from imagestore.sync.layers import LoadableLayers
+from imagestore.sync.cycles import Linked
+from imagestore.sync.layers import LayerChange, LoadableLayers
 from imagestore.sync.problems import Problem, ProblemKind
 from imagestore.sync.read import ImageRead, read_image, read_images, read_metadata
 from imagestore.sync.state import Pass
@@ -36,21 +37,25 @@ def accept(p: Pass, loadable: LoadableLayers, result: ImageRead) -> bool:
     return result.row is not None
 
 
-def sync_images(p: Pass, changes: Changes, loadable: LoadableLayers, layers_moved: bool
-                ) -> None:
+def sync_images(p: Pass, changes: Changes, loadable: LoadableLayers, layers: LayerChange
+                ) -> Linked:
+    """Update images; the IDs of the images given a parent link this pass (a new parent
+    cycle goes through one of them)."""
     report = p.report
     changed, removed, present = changes.diff(CONTENT)
     meta_changed, meta_removed, meta_present = changes.diff(METADATA)
     total = p.tx.count_images()
-    if not (changed or removed or meta_changed or meta_removed or layers_moved):
+    if not (changed or removed or meta_changed or meta_removed or layers.moved):
         report.unchanged = total
-        return
+        return Linked()
     reread = changed  # not a copy: ``changed`` is not used again
-    if layers_moved:
+    if layers.moved:
         # Images skipped for a missing layer may load now; loaded ones may have lost theirs.
         reread |= {n for n in (path[len(CONTENT):] for path in p.problems.old_paths(CONTENT))
                    if n in present}
-        reread |= {i[len(PREFIX):] for i in p.tx.images_without_layer()}
+        lost = p.tx.images_without_layer() if layers.lost is None \
+            else p.tx.images_on_layers(layers.lost) if layers.lost else []
+        reread |= {i[len(PREFIX):] for i in lost}
     known = _known(p, reread | removed | meta_changed | meta_removed) if total else set()
     meta_only = ((meta_changed | meta_removed) & known) - reread - removed
     gone = sorted(PREFIX + n for n in (removed | reread) & known)
@@ -69,28 +74,32 @@ def sync_images(p: Pass, changes: Changes, loadable: LoadableLayers, layers_move
     if count:
         report.read[CONTENT] += count
     done = 0
+    linked = Linked()
     with p.tx.bulk_load("images", count):
         for has_metadata, group in groups.items():
             read = functools.partial(read_images, has_metadata=has_metadata)
             for results in chunked_map(read, p.root.base, group, chunk=IMAGE_CHUNK):
                 done += len(results)
                 p.tell("images", done, count)
-                rows, rows_known = _load(p, loadable, results, known)
+                rows, rows_known = _load(p, loadable, results, known, linked)
                 loaded += rows
                 loaded_known += rows_known
     p.problems.clear(METADATA + n for n in meta_only)
-    refreshed = _refresh_metadata(p, sorted(meta_only))
+    refreshed = _refresh_metadata(p, sorted(meta_only), linked)
     report.added = loaded - loaded_known
     report.removed = len(gone) - loaded_known
     report.changed = loaded_known + refreshed
     report.unchanged = total - len(gone) - refreshed
+    return linked
 
 
-def _load(p: Pass, loadable: LoadableLayers, results: list[ImageRead], known: set[str]
-          ) -> tuple[int, int]:
-    """Insert what a chunk of reads may add; (rows inserted, of those already indexed)."""
+def _load(p: Pass, loadable: LoadableLayers, results: list[ImageRead], known: set[str],
+          linked: Linked) -> tuple[int, int]:
+    """Insert what a chunk of reads may add; (rows inserted, of those already indexed).
+    ``linked`` is given the images inserted with a parent link."""
     rows, edges = [], []
     again = 0
+    loadable.ask(None if r.row is None else row_chain(r.row) for r in results)
     for result in results:
         if accept(p, loadable, result):
             assert result.row is not None
@@ -99,6 +108,7 @@ def _load(p: Pass, loadable: LoadableLayers, results: list[ImageRead], known: se
                 edges.append((row_id(result.row), result.parent))
             again += result.name in known
     p.tx.insert_images(rows, edges)
+    linked.add(child for child, _ in edges)
     return len(rows), again
 
 
@@ -108,7 +118,7 @@ def _known(p: Pass, names: Collection[str]) -> set[str]:
     return {i[len(PREFIX):] for i in p.tx.known_images(ids)}
 
 
-def _refresh_metadata(p: Pass, names: list[str]) -> int:
+def _refresh_metadata(p: Pass, names: list[str], linked: Linked) -> int:
     """Images whose metadata folder moved: new times, flags and parent edges, batched; how
     many really changed (a folder read again only because it had not settled yet may hold
     just what the index has)."""
@@ -127,6 +137,7 @@ def _refresh_metadata(p: Pass, names: list[str]) -> int:
         if meta.parent is not None:
             edges.append((image_id, meta.parent))
     p.tx.refresh_metadata(values, edges)
+    linked.add(child for child, _ in edges)
     return len(values)
 
 

@@ -5,14 +5,24 @@ step asks about."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
-from imagestore.moby.digest import is_hex64
+from imagestore.moby.digest import PREFIX, is_hex64
 from imagestore.moby.layerdb import BadEntry
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS
 from imagestore.sync import chains
 from imagestore.sync.changes import Changes
-from imagestore.sync.compact import LayerCheck, Link, chain_id, digest, key, split, unpack_ids
+from imagestore.sync.compact import (
+    LayerCheck,
+    Link,
+    chain_id,
+    digest,
+    key,
+    packed,
+    split,
+    unpack_ids,
+)
 from imagestore.sync.problems import Problem, ProblemKind
 from imagestore.sync.read import check_layers
 from imagestore.sync.scan import Scan
@@ -25,6 +35,18 @@ LAYER_CHUNKS_AHEAD = 16
 _ASK_MAX = 2000  # layer lookups answered one by one before all chains are loaded at once
 # Layer rows built at once: memory stays flat however many folders were read.
 _ROWS_AT_ONCE = 5000
+
+
+class LayerChange(NamedTuple):
+    """What the layers step did that the images step must follow."""
+
+    moved: bool  # the set of loadable layers changed
+    # Chain IDs that loaded before and do not now; ``None``: not known which (every image is
+    # then checked for its layer).
+    lost: list[str] | None
+
+
+UNMOVED = LayerChange(False, [])
 
 
 class LoadableLayers:
@@ -45,9 +67,20 @@ class LoadableLayers:
             self.chains = {digest(c) for c in self.p.tx.layer_ids()}
         return digest(chain) in self.chains
 
+    def ask(self, chains: Iterable[str | None]) -> None:
+        """Ask about these chains in one query (a chunk of images read) rather than one
+        query each."""
+        if self.chains is not None:
+            return
+        todo = {c for c in chains if c is not None and c not in self._asked}
+        if not todo or len(self._asked) + len(todo) >= _ASK_MAX:
+            return  # past the limit, the first question loads every chain
+        found = self.p.tx.layers_present(todo)
+        self._asked.update((c, c in found) for c in todo)
 
-def sync_layers(p: Pass, changes: Changes, loadable: LoadableLayers) -> bool:
-    """Update layers and mounts; True when the set of loadable layers changed. The images'
+
+def sync_layers(p: Pass, changes: Changes, loadable: LoadableLayers) -> LayerChange:
+    """Update layers and mounts, and say how the set of loadable layers changed. The images'
     scans are started as soon as the layers' reads are done."""
     early: list[tuple[dict[bytes, bytes], list[bytes], Iterator[list[LayerCheck]]]] = []
 
@@ -65,34 +98,36 @@ def sync_layers(p: Pass, changes: Changes, loadable: LoadableLayers) -> bool:
     if mounts_changed or mounts_removed:
         _sync_mounts(p)
     if not changed and not removed:
-        return False
+        return UNMOVED
     broken = {path[len(LAYERS):] for path in p.problems.old_paths(LAYERS)}
     p.problems.clear(LAYERS + n for n in itertools.chain(changed, removed, broken))
-    if early:
-        pool, keys, checks = early.pop()
-    else:
-        pool = {}
-        # The scan's hex names are let go before the links grow.
-        keys = [key(n, pool) for n in sorted(changed | broken) if is_hex64(n) and n in present]
-        checks = chunked_map(check_layers, p.root.base, keys)
+    if not early:
+        return _update(p, changes, (changed, removed, broken), present)
+    # A new index: every folder is read and no layer is stored.
+    del changed, removed, present, broken
+    pool, keys, checks = early.pop()
     if keys:
         p.report.read[LAYERS] += len(keys)
     # Only what chain sizes and new rows need stays in memory: chain -> Link.
     links: dict[bytes, Link] = {}
-    stored: dict[bytes, tuple[int, int]] = {}
-    junk: list[str] = []  # rows no sync writes (an index edited by hand): dropped
-    for chain_name, parent_name, diff_size, size, depth in p.tx.layer_links():
-        try:
-            chain = key(chain_name, pool)
-            parent = None if parent_name is None else key(parent_name, pool)
-        except ValueError:
-            junk.append(chain_name)
-            continue
-        stored[chain] = (size, depth)
-        name = chain.hex()
-        if name not in changed and name not in removed and name not in broken:
-            links[chain] = Link(parent, diff_size, b"")
-    del changed, removed, present, broken
+    _take_checks(p, links, pool, keys, checks)
+    del keys, pool
+    valid, unloadable = chains.resolve(links)
+    p.problems.note(unloadable)
+    # The workers scan the images' entries while this process writes the layers.
+    changes.start(CONTENT)
+    changes.start(METADATA)
+    _write_layers(p, links, valid, {})
+    del links
+    # Grown, not presized from the dict: a table of half the size.
+    loadable.chains = {chain for chain in valid}
+    del valid
+    return LayerChange(bool(loadable.chains), None)
+
+
+def _take_checks(p: Pass, links: dict[bytes, Link], pool: dict[bytes, bytes],
+                 keys: list[bytes], checks: Iterator[list[LayerCheck]]) -> None:
+    """The folders read, as links (or problems)."""
     for done, checked in enumerate(checks):
         p.tell("layers", done * CHUNK + len(checked), len(keys))
         start = done * CHUNK
@@ -102,20 +137,75 @@ def sync_layers(p: Pass, changes: Changes, loadable: LoadableLayers) -> bool:
                 continue
             parent = check.parent and pool.setdefault(check.parent, check.parent)
             links[chain] = Link(parent, check.diff_size, check.ids)
-    del keys, pool
-    valid, unloadable = chains.resolve(links)
+
+
+def _update(p: Pass, changes: Changes, moved: tuple[set[str], set[str], set[str]],
+            present: Scan) -> LayerChange:
+    """Layers of an index that has some: the folders that moved are read again, and of the
+    stored layers only those above them (whose chains may now load differently) and those
+    just below them (which they stand on) are looked up, so a pull into a large store costs
+    what it brought, not the store's size. The result is the one resolving every chain
+    would give: a stored layer with nothing moved beneath it keeps its chain."""
+    changed, removed, broken = moved
+    pool: dict[bytes, bytes] = {}
+    keys = [key(n, pool) for n in sorted(changed | broken) if is_hex64(n) and n in present]
+    checks = chunked_map(check_layers, p.root.base, keys)
+    if keys:
+        p.report.read[LAYERS] += len(keys)
+    odd = p.tx.odd_layers()  # rows no sync writes (an index edited by hand): dropped
+    dropped = {PREFIX + n for n in itertools.chain(changed, removed, broken)}
+    dropped.update(odd)
+    del changed, removed, broken, present
+    ignored = set(odd)
+    stored: dict[bytes, tuple[int, int]] = {}
+    links: dict[bytes, Link] = {}
+    for chain_name, parent_name, diff_size, size, depth in _above(p, dropped):
+        if chain_name in ignored:
+            continue
+        try:
+            chain = key(chain_name, pool)
+            parent = None if parent_name is None else key(parent_name, pool)
+        except ValueError:  # not hex: dropped, and what stands on it does not load
+            odd.append(chain_name)
+            ignored.add(chain_name)
+            continue
+        stored[chain] = (size, depth)
+        if chain_name not in dropped:  # unchanged on disk: its link is the stored one
+            links[chain] = Link(parent, diff_size, b"")
+    _take_checks(p, links, pool, keys, checks)
+    del keys
+    below = {chain_id(link.parent) for link in links.values()
+             if link.parent is not None and link.parent not in links} - dropped
+    known: dict[bytes, int] = {}
+    for c, parent_name, _, size, depth in p.tx.layer_rows(below):
+        if parent_name is not None and not is_hex64(parent_name[len(PREFIX):]):
+            odd.append(c)  # stands on a row no sync writes: dropped, as is what is above it
+        elif c not in ignored:
+            known[key(c, pool)] = packed(size, depth)
+    del pool, below
+    valid, unloadable = chains.resolve(links, known)
     p.problems.note(unloadable)
-    # The workers scan the images' entries while this process writes the layers.
     changes.start(CONTENT)
     changes.start(METADATA)
-    gone = junk + [chain_id(c) for c in stored if c not in valid or links[c].ids]
+    lost = [chain_id(c) for c in stored if c not in valid]
+    gone = odd + lost + [chain_id(c) for c in stored if c in valid and links[c].ids]
     p.tx.delete_layers(gone)
     _write_layers(p, links, valid, stored)
-    del links
-    # Grown, not presized from the dict: a table of half the size.
-    loadable.chains = {chain for chain in valid}
-    del valid
-    return bool(gone) or any(c not in stored for c in loadable.chains)
+    return LayerChange(bool(gone) or any(c not in stored for c in valid), lost + odd)
+
+
+def _above(p: Pass, dropped: set[str]) -> list[tuple[str, str | None, int, int, int]]:
+    """The stored rows of these chains and of every layer above them, walked a level at a
+    time through the index's parent column."""
+    rows = p.tx.layer_rows(dropped)
+    seen = set(dropped)
+    level = dropped
+    while level:
+        up = [r for r in p.tx.layer_rows(level, children=True) if r[0] not in seen]
+        level = {r[0] for r in up}
+        seen |= level
+        rows += up
+    return rows
 
 
 def _write_layers(p: Pass, links: dict[bytes, Link], valid: dict[bytes, int],
@@ -156,4 +246,4 @@ def _sync_mounts(p: Pass) -> None:
     p.tx.replace_mounts(rows)
 
 
-__all__ = ["LoadableLayers", "sync_layers"]
+__all__ = ["UNMOVED", "LayerChange", "LoadableLayers", "sync_layers"]

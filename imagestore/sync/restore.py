@@ -39,10 +39,11 @@ def run(tx: Writer, root: Root, *, full: bool = False, progress: Progress | None
     changes = Changes(p)
     loadable = LoadableLayers(p)
     with shared_workers():
-        layers_moved = sync_layers(p, changes, loadable)
-        sync_images(p, changes, loadable, layers_moved)
+        changes.start_early()
+        layers = sync_layers(p, changes, loadable)
+        linked = sync_images(p, changes, loadable, layers)
     report = p.report
-    break_cycles(p, bool(report.added or report.removed or report.changed))
+    break_cycles(p, linked)
     _sync_tags(p, changes)
     changes.finish()
     p.problems.save(tx)

@@ -36,7 +36,7 @@ from imagestore.moby.imagedb import METADATA_KEYS
 from imagestore.moby.layerdb import MOUNT_FILES
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS, REPOSITORIES, Root
 
-_MASK = (1 << 63) - 1
+MASK = (1 << 63) - 1  # signatures and digests are 63-bit
 _MISSING = 0x5DEECE66D
 _ODD = 0x9E3779B97F4A7C15
 BUCKET = 3
@@ -51,13 +51,13 @@ def signature(st: os.stat_result) -> int:
     """A number that moves when the entry is rewritten, replaced (new inode) or retyped."""
     h = (st.st_mtime_ns * 0x9E3779B97F4A7C15) ^ (st.st_ctime_ns * 0xC2B2AE3D27D4EB4F)
     h ^= (st.st_ino * 0x165667B19E3779F9) ^ (st.st_size * 0x27D4EB2F165667C5)
-    return (h ^ stat.S_IFMT(st.st_mode)) & _MASK
+    return (h ^ stat.S_IFMT(st.st_mode)) & MASK
 
 
 def listed_signature(inode: int, file_type: int) -> int:
     """A renamed-into-place entry's signature (a layer folder, a content file): its inode and
     type, both given by a folder's listing without a ``stat``."""
-    return (inode * 0x165667B19E3779F9 ^ file_type) & _MASK
+    return (inode * 0x165667B19E3779F9 ^ file_type) & MASK
 
 
 def folder_inode_signature(inode: int) -> int:
@@ -72,13 +72,13 @@ def bucket(name: str) -> str:
 def share(name: str, sig: int) -> int:
     """An entry's share of its bucket's digest: moves when either its name or its signature
     does, and is the same in every process (no salted ``hash``)."""
-    return ((zlib.crc32(name.encode(), sig & 0xFFFFFFFF) << 31) ^ sig) * _ODD & _MASK
+    return ((zlib.crc32(name.encode(), sig & 0xFFFFFFFF) << 31) ^ sig) * _ODD & MASK
 
 
 def add_digests(into: Digests, more: Digests) -> None:
     for b, (digest, count) in more.items():
         old, n = into.get(b, (0, 0))
-        into[b] = ((old + digest) & _MASK, n + count)
+        into[b] = ((old + digest) & MASK, n + count)
 
 
 def digests(pairs: Iterable[tuple[str, int]]) -> Digests:
@@ -86,7 +86,7 @@ def digests(pairs: Iterable[tuple[str, int]]) -> Digests:
     for name, sig in pairs:
         b = name[:BUCKET]
         old, n = out.get(b, (0, 0))
-        out[b] = ((old + share(name, sig)) & _MASK, n + 1)
+        out[b] = ((old + share(name, sig)) & MASK, n + 1)
     return out
 
 
@@ -184,10 +184,10 @@ def _with_files(st: os.stat_result, folder: str, files: Sequence[str], fd: int |
             part = _MISSING
         except NotADirectoryError:
             return None
-        h = (h * 1000003 ^ part) & _MASK
-    return (h * 1000003 ^ signature(st)) & _MASK
+        h = (h * 1000003 ^ part) & MASK
+    return (h * 1000003 ^ signature(st)) & MASK
 
 
-__all__ = ["BUCKET", "SCHEME", "SETTLED_NS", "add_digests", "bucket", "digests",
+__all__ = ["BUCKET", "MASK", "SCHEME", "SETTLED_NS", "add_digests", "bucket", "digests",
            "entry_signature", "folder_signature", "legacy_signature", "listed_signature",
            "signature", "signatures", "unlistable"]

@@ -120,6 +120,16 @@ def started_call(fn: Callable[[str, T], R], base: str, arg: T) -> Callable[[], R
     return shared.pool.submit(fn, base, arg).result
 
 
+def start_workers() -> bool:
+    """Start the pass's workers now, if the machine and the caller allow them: for work
+    known to be large before any of it is handed out. True when they run."""
+    shared = _SHARED.get()
+    if shared is None or shared.workers < 2:
+        return False
+    _pool(shared)
+    return True
+
+
 def _chunks(names: Sequence[T], size: int) -> list[Sequence[T]]:
     return [names[i : i + size] for i in range(0, len(names), size)]
 
