@@ -216,11 +216,13 @@ def measure(workdir: Path, n: int, repeat: int, results: Results, rss: Results,
         put("search (per op)", median_time(lambda: [store.search(p) for p in prefixes],
                                            repeat) / len(prefixes))
         conn = sqlite3.connect(index)
-        sql = "SELECT id FROM images WHERE id >= ? AND id < ? ORDER BY id LIMIT 2"
+        sql = ("SELECT id FROM images WHERE store_id = ? AND id >= ? AND id < ? ORDER BY id "
+               "LIMIT 2")  # the store's rows are one range of the key (store_id, id)
+        store_id = store.index.store_id
 
         def raw() -> None:
             for p in prefixes:
-                conn.execute(sql, ("sha256:" + p, "sha256:" + p + "g")).fetchall()
+                conn.execute(sql, (store_id, "sha256:" + p, "sha256:" + p + "g")).fetchall()
 
         put("raw sqlite3 prefix (per op)", median_time(raw, repeat) / len(prefixes))
         conn.close()

@@ -308,15 +308,18 @@ def _raw_connections(store: imagestore.Store) -> list[sqlite3.Connection]:
     return found
 
 
-def _captured(store: imagestore.Store, term: str) -> list[tuple[str, Any]]:
-    """Every statement ``store.search(term)`` sends to SQLite, with its parameters.
+def _captured(store: imagestore.Store, term: str, *, table: str = "images",
+              ask: Callable[[str], object] | None = None) -> list[tuple[str, Any]]:
+    """Every statement on ``table`` that ``store.search(term)`` (or ``ask(term)``) sends to
+    SQLite, with its parameters.
 
     Statements through the SQLAlchemy engine are caught by a ``before_cursor_execute``
     listener; statements on a plain sqlite3 connection by SQLite's trace hook (which reports
     them with the parameters already expanded).
     """
+    call = ask or store.search
     with contextlib.suppress(AmbiguousImageID, ImageNotFound):
-        store.search(term)  # let the store open whatever connections it uses
+        call(term)  # let the store open whatever connections it uses
     seen: list[tuple[str, Any]] = []
 
     def listen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
@@ -329,12 +332,12 @@ def _captured(store: imagestore.Store, term: str) -> list[tuple[str, Any]]:
         conn.set_trace_callback(lambda statement: seen.append((statement, ())))
     try:
         with contextlib.suppress(AmbiguousImageID, ImageNotFound):
-            store.search(term)
+            call(term)
     finally:
         event.remove(store.index.engine, "before_cursor_execute", listen)
         for conn in raw:
             conn.set_trace_callback(None)
-    return [(s, p) for s, p in seen if "images" in s and s.lstrip().upper().startswith(
+    return [(s, p) for s, p in seen if f" {table}" in s and s.lstrip().upper().startswith(
         ("SELECT", "WITH"))]
 
 
@@ -358,3 +361,28 @@ def test_prefix_search_uses_an_index(big_store: tuple[imagestore.Store, list[str
         assert not any(d.startswith("SCAN images") or d.startswith("SCAN TABLE images")
                        for d in plan), text
         assert "TEMP B-TREE" not in text, text
+
+
+def _refs_of(store: imagestore.Store, image_id: str) -> list[str]:
+    with store.index.read() as q:
+        return q.refs_of(image_id)
+
+
+@pytest.mark.parametrize(("table", "index", "ask"), [
+    ("image_parents", "ix_image_parents_parent (store_id=? AND parent_id=?)",
+     lambda store: store.children),
+    ("tags", "ix_tags_image (store_id=? AND image_id=?)",
+     lambda store: functools.partial(_refs_of, store)),
+])
+def test_lookups_by_a_column_search_its_index(
+        big_store: tuple[imagestore.Store, list[str]], table: str, index: str,
+        ask: Callable[[imagestore.Store], Callable[[str], object]]) -> None:
+    """Children of an image, references to it: one search of the column's index, never a
+    walk over the store's rows (which an ORDER BY on the primary key's column would make the
+    planner choose)."""
+    store, ids = big_store
+    queries = _captured(store, ids[0], table=table, ask=ask(store))
+    assert queries, f"no query on {table}"
+    for statement, parameters in queries:
+        plan = " | ".join(_plan(store, statement, parameters))
+        assert f"USING INDEX {index}" in plan or f"USING COVERING INDEX {index}" in plan, plan

@@ -52,11 +52,13 @@ _SQL = {
     "size": f"SELECT coalesce(l.size, 0) FROM images i {_JOIN_LAYER} "
             "WHERE i.store_id = :s AND i.id = :id",
     "parent": "SELECT parent_id FROM image_parents WHERE store_id = :s AND child_id = :id",
-    "children": "SELECT child_id FROM image_parents WHERE store_id = :s AND parent_id = :id "
-                "ORDER BY child_id",
+    # These two are sorted by the caller: an ORDER BY on the primary key's column would have
+    # SQLite walk the primary key (whose order it gives) over all of the store's rows instead
+    # of searching the index on the column asked.
+    "children": "SELECT child_id FROM image_parents WHERE store_id = :s AND parent_id = :id",
+    "refs_of": "SELECT ref FROM tags WHERE store_id = :s AND image_id = :id",
     "has_layer": "SELECT 1 FROM layers WHERE store_id = :s AND chain_id = :id",
     "tag_target": "SELECT image_id FROM tags WHERE store_id = :s AND ref = :ref",
-    "refs_of": "SELECT ref FROM tags WHERE store_id = :s AND image_id = :id ORDER BY ref",
     "problems": "SELECT path, kind, reason FROM problems WHERE store_id = :s ORDER BY path",
     "setting": "SELECT value FROM settings WHERE store_id = :s AND key = :key",
     "digests": "SELECT prefix, digest, entries FROM entry_buckets "
@@ -152,7 +154,7 @@ class Reader:
         return None if row is None else row[0]
 
     def children(self, image_id: str) -> list[str]:
-        return [r[0] for r in self._rows("children", id=image_id)]
+        return sorted(r[0] for r in self._rows("children", id=image_id))
 
     def ancestors(self, image_id: str) -> set[str]:
         """The image and every image above it through parent edges."""
@@ -167,7 +169,7 @@ class Reader:
         return None if row is None else row[0]
 
     def refs_of(self, image_id: str) -> list[str]:
-        return [r[0] for r in self._rows("refs_of", id=image_id)]
+        return sorted(r[0] for r in self._rows("refs_of", id=image_id))
 
     # -- what the syncs skipped and what they remember of the disk ----------------------------
     def problems(self) -> list[tuple[str, str, str]]:
