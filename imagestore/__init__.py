@@ -3,8 +3,7 @@ index."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imagestore.errors import (
     AmbiguousImageID,
@@ -22,6 +21,7 @@ from imagestore.errors import (
     UnsafeDriverData,
     UnsupportedDriver,
 )
+from imagestore.lazy import loader
 
 if TYPE_CHECKING:
     from imagestore.moby.image import Image, RootFS
@@ -40,13 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'imagestore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = loader(__name__, _LAZY, globals())
 
 
 __version__ = "0.1.0"

@@ -6,8 +6,9 @@ and ``quick`` alone, and must not pay for SQLAlchemy."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from imagestore.lazy import loader
 
 if TYPE_CHECKING:
     from imagestore.index.buckets import UNKNOWN
@@ -25,13 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'imagestore.index' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = loader(__name__, _LAZY, globals())
 
 
 __all__ = ["UNKNOWN", "Digests", "ImageRow", "Index", "Reader", "Released", "Writer",

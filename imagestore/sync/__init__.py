@@ -11,8 +11,9 @@ Names are loaded on first use: a warm command line imports ``fresh`` alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from imagestore.lazy import loader
 
 if TYPE_CHECKING:
     from imagestore.sync.changes import record
@@ -28,13 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'imagestore.sync' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = loader(__name__, _LAZY, globals())
 
 
 __all__ = ["Problem", "ProblemKind", "Progress", "SyncReport", "record", "recorded", "reread",
