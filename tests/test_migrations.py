@@ -24,6 +24,7 @@ from imagestore.cli import report
 from imagestore.index import Index
 from imagestore.index import engine as db
 from imagestore.index.backends import for_url
+from imagestore.index.location import HEAD
 from imagestore.moby.root import Root
 from imagestore.sync import run
 
@@ -45,7 +46,7 @@ def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
     assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py",
             "0004_listing_index.py", "0005_stores.py"} <= versions
-    assert db.head_revision() == db.HEAD == "0005"  # HEAD lets a warm open skip Alembic
+    assert db.head_revision() == HEAD == "0005"  # a warm open needs neither Alembic nor SQLAlchemy
 
 
 def _index_at(revision: str, root: Path, path: Path) -> Engine:
@@ -71,7 +72,7 @@ def test_upgrade_0001_to_head_keeps_data(real_root: Path, tmp_path: Path) -> Non
     engine.dispose()
 
     with imagestore.open(real_root, tmp_path / "old.sqlite", sync=False) as store:
-        assert db.current_revision(store.index.engine) == db.HEAD
+        assert db.current_revision(store.index.engine) == HEAD
         assert _counts(store.index.engine) == before
         assert len(store) == 39
         with store.index.engine.connect() as conn:
@@ -95,7 +96,7 @@ def test_upgrade_0002_to_0003_rereads_nothing_and_fills_the_buckets(
     with imagestore.open(real_root, tmp_path / "old.sqlite") as store:
         assert store.last_sync is not None
         assert store.last_sync.read["imagedb/content/sha256/"] == 0  # none read again
-        assert db.current_revision(store.index.engine) == db.HEAD
+        assert db.current_revision(store.index.engine) == HEAD
         assert "sha256:" + alone.name not in store
         assert len(store) == 38
         assert "entries" not in inspect(store.index.engine).get_table_names()
@@ -117,7 +118,7 @@ def test_upgrade_0003_to_0004_lists_from_the_covering_index(real_root: Path,
     before = _counts(engine)
     engine.dispose()
     with imagestore.open(real_root, tmp_path / "old.sqlite", sync=False) as store:
-        assert db.current_revision(store.index.engine) == db.HEAD
+        assert db.current_revision(store.index.engine) == HEAD
         assert _counts(store.index.engine) == before
         with store.index.engine.connect() as conn:
             plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
@@ -175,7 +176,7 @@ def test_downgrade_below_0005_refuses_an_index_with_several_stores(
         with engine.begin() as conn, pytest.raises(RuntimeError, match="holds 2 stores"):
             config.attributes["connection"] = conn
             command.downgrade(config, "0004")
-        assert db.current_revision(engine) == db.HEAD
+        assert db.current_revision(engine) == HEAD
         store.index.forget("two")
         with engine.begin() as conn:
             config.attributes["connection"] = conn

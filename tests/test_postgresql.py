@@ -18,6 +18,7 @@ import imagestore
 from imagestore.cli import report
 from imagestore.cli.report import resolve
 from imagestore.index import engine as db
+from imagestore.index.location import HEAD
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_upgrade_from_0002_with_data_on_postgresql(real_root: Path, pg_url: str,
             entries = conn.execute(text("SELECT count(*) FROM entries")).scalar()
         assert entries and "entry_buckets" not in inspect(engine).get_table_names()
     with imagestore.open(real_root, pg_url) as store:
-        assert db.current_revision(store.index.engine) == db.HEAD
+        assert db.current_revision(store.index.engine) == HEAD
         report_ = store.sync()
         assert (report_.added, report_.removed, report_.changed) == (0, 0, 0)
         with store.index.engine.connect() as conn:
