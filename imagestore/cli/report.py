@@ -150,6 +150,19 @@ def _created_key(created: str | None) -> tuple[int, int]:
     return seconds, int(fraction[:9].ljust(9, "0")) if fraction.isdigit() else 0
 
 
+def _shown(names: list[tuple[str, str, str | None]]) -> list[tuple[str | None, str | None]]:
+    """(repository, tag) of an image's rows, from its references in the store's order."""
+    tags: dict[str, list[str]] = {}
+    for _, repository, tag in names:
+        if tag is not None:
+            tags.setdefault(repository, []).append(tag)
+    shown: list[tuple[str | None, str | None]] = [
+        (repo, tag) for repo, repo_tags in tags.items() for tag in repo_tags]
+    shown += dict.fromkeys((repo, None) for _, repo, tag in names
+                           if tag is None and repo not in tags)
+    return shown
+
+
 def image_rows(store: Reading, *, all_images: bool = False, dangling: bool = False) -> list[Row]:
     """The rows ``docker images`` prints, in its order.
 
@@ -176,22 +189,17 @@ def image_rows(store: Reading, *, all_images: bool = False, dangling: bool = Fal
         key = f"{name}:{tag}" if tag is not None else f"{name}@"
         refs.setdefault(image_id, []).append((key, repository, tag))
     listed: list[tuple[tuple[int, int], str, Row, list[tuple[str | None, str | None]]]] = []
+    untagged: list[tuple[str | None, str | None]] = [(None, None)]
     for image_id, created, parent_id, size, head in images:
-        names = sorted(refs.get(image_id, ()))
-        if dangling and (not head or any(tag is not None for _, _, tag in names)):
+        mine = refs.get(image_id)
+        if dangling and (not head or any(tag is not None for _, _, tag in mine or ())):
             continue
         when = rfc3339(created)
         row = {"id": image_id, "repository": None, "tag": None, "created": when,
                "size": int(size or 0), "parent": parent_id}
-        tags: dict[str, list[str]] = {}
-        for _, repository, tag in names:
-            if tag is not None:
-                tags.setdefault(repository, []).append(tag)
-        shown: list[tuple[str | None, str | None]] = [
-            (repo, tag) for repo, repo_tags in tags.items() for tag in repo_tags]
-        shown += dict.fromkeys((repo, None) for _, repo, tag in names
-                               if tag is None and repo not in tags)
-        listed.append((_created_key(when), image_id, row, shown or [(None, None)]))
+        # Most images (intermediates, with -a) have no reference: one <none> row.
+        shown = (_shown(sorted(mine)) if mine else None) or untagged
+        listed.append((_created_key(when), image_id, row, shown))
     listed.sort(key=lambda item: item[1])
     listed.sort(key=lambda item: item[0], reverse=True)
     return [{**row, "repository": repo, "tag": tag}
