@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from imagestore.errors import ImageNotFound, LayerNotFound
-from imagestore.index import Index, listing
+from imagestore.index import Index
 from imagestore.moby.archive import (
     LAYOUTS,
     OCI,
@@ -87,7 +87,9 @@ def _by_name(store: StoreLike, repo: NamedReference) -> list[tuple[str, str | No
     """``ReferencesByName``: a bare repository name saves every image it names, each with the
     tag that names it (an image named only by digest goes without a tag)."""
     found: list[tuple[str, str, str | None]] = []
-    for image_id, ref in listing.graph(store.index)[2]:
+    with store.index.read() as q:
+        refs = q.graph()[2]
+    for image_id, ref in refs:
         try:
             named = parse_normalized_named(ref)
         except InvalidReference:

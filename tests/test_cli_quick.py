@@ -80,6 +80,17 @@ def test_warm_reads_import_nothing_heavy_and_answer_as_the_store(root: Path,
     out, imported = cli(root, index, "ls", "-a", "--json")
     assert not imported & HEAVY
     assert {r["id"] for r in json.loads(out)} == everything
+    out, imported = cli(root, index, "tree", "--json")
+    assert not imported & HEAVY
+
+    def ids(nodes: list[dict[str, object]]) -> set[str]:
+        return {str(n["id"]) for n in nodes} | {
+            i for n in nodes for i in ids(n["children"])}  # type: ignore[arg-type]
+
+    assert ids(json.loads(out)) == everything
+    out, imported = cli(root, index, "info", "--json")
+    assert not imported & HEAVY
+    assert json.loads(out)["images"] == len(everything)
 
 
 def test_ls_prints_the_same_either_way(root: Path, index: Path) -> None:

@@ -3,9 +3,11 @@ the parent links on disk; no walk recurses on depth."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,6 @@ from conftest import truth_json
 import imagestore
 from imagestore.cli import report
 from imagestore.cli.report import Node, draw_forest, forest
-from imagestore.index import listing
 
 
 def _write_image(root: Path, comment: str, parent: str | None = None) -> str:
@@ -158,19 +159,26 @@ def test_a_parent_cycle_on_disk_drops_no_image(capsys: pytest.CaptureFixture[str
     assert sorted(ids) == sorted(i[7:19] for i in truth)
 
 
+class _FakeIndex:
+    """An index whose snapshot holds whatever graph a test gives it (a damaged one too)."""
+
+    def __init__(self, ids: list[str], edges: list[tuple[str, str]]) -> None:
+        self.ids, self.edges = ids, edges
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[_FakeIndex]:
+        yield self
+
+    def graph(self) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        return sorted(self.ids), self.edges, []
+
+
 class _FakeStore:
-    index = None
+    def __init__(self, ids: list[str], edges: list[tuple[str, str]]) -> None:
+        self.index = _FakeIndex(ids, edges)
 
 
-def _fake_graph(monkeypatch: pytest.MonkeyPatch, ids: list[str],
-                edges: list[tuple[str, str]]) -> None:
-    def graph(_: Any) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
-        return sorted(ids), edges, []
-
-    monkeypatch.setattr(listing, "graph", graph)
-
-
-def test_forest_shows_each_cycle_from_its_smallest_id(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forest_shows_each_cycle_from_its_smallest_id() -> None:
     """Whatever the index holds: a root chain, a 3-cycle with a tail hanging off it, a
     self-parent, a 2-cycle, and a child with two parent links."""
     ids = ["r", "a", "b", "c", "t1", "t2", "s", "x", "y", "k"]
@@ -179,8 +187,7 @@ def test_forest_shows_each_cycle_from_its_smallest_id(monkeypatch: pytest.Monkey
              ("s", "s"),                          # its own parent
              ("x", "y"), ("y", "x"),              # a 2-cycle
              ("k", "r"), ("k", "a")]              # two parents: drawn under the smaller, a
-    _fake_graph(monkeypatch, ids, edges)
-    roots = forest(_FakeStore())  # type: ignore[arg-type]
+    roots = forest(_FakeStore(ids, edges))  # type: ignore[arg-type]
     assert _shape(roots) == [
         ("a", 0), ("b", 1), ("c", 2), ("t1", 2), ("t2", 3), ("k", 1),
         ("r", 0),
@@ -190,8 +197,8 @@ def test_forest_shows_each_cycle_from_its_smallest_id(monkeypatch: pytest.Monkey
     assert sorted(i for i, _ in _shape(roots)) == sorted(ids)
 
 
-def test_forest_without_cycles_is_roots_by_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_graph(monkeypatch, ["c", "a", "b", "d"], [("b", "a"), ("d", "a"), ("e", "a")])
-    assert _shape(forest(_FakeStore())) == [  # type: ignore[arg-type]
+def test_forest_without_cycles_is_roots_by_id() -> None:
+    store = _FakeStore(["c", "a", "b", "d"], [("b", "a"), ("d", "a"), ("e", "a")])
+    assert _shape(forest(store)) == [  # type: ignore[arg-type]
         ("a", 0), ("b", 1), ("d", 1), ("c", 0)]
     assert report.draw_forest([]) == []

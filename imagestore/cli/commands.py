@@ -64,11 +64,11 @@ def _problems(result: SyncReport) -> None:
 @pass_ctx
 def info(ctx: Context, fmt: str | None) -> None:
     """Where the root and its index are, the schema revision and what the index holds."""
-    from imagestore.index import listing
-
-    store = ctx.store()
+    store = ctx.reader()
+    with store.index.read() as q:
+        counts = q.counts()
     data: dict[str, Any] = {"root": str(store.root.path), "index": store.index.location(),
-                            "revision": store.index.revision(), **listing.counts(store.index)}
+                            "revision": store.index.revision(), **counts}
     emit(data, fmt, lambda d: "".join(f"{k}: {v}\n" for k, v in d.items()))
 
 
@@ -166,7 +166,7 @@ def tree(ctx: Context, fmt: str | None) -> None:
     """Draw the parent forest, with tags beside the IDs."""
     from imagestore.cli import report
 
-    roots = report.forest(ctx.store())
+    roots = report.forest(ctx.reader())
     emit([r.to_dict() for r in roots], fmt, lambda _: lines(report.draw_forest(roots)))
 
 

@@ -289,7 +289,7 @@ class Node:
         return out
 
 
-def forest(store: Store) -> list[Node]:
+def forest(store: Reading) -> list[Node]:
     """Every image exactly once: roots (images whose parent is absent from the store) with
     their descendants, children and roots by ID.
 
@@ -298,9 +298,8 @@ def forest(store: Store) -> list[Node]:
     the smallest ID of each such cycle is shown as a root (its link to its parent, the
     cycle's last step, is not drawn) with everything below it. A child with two parent links
     is drawn under the smallest parent ID."""
-    from imagestore.index import listing
-
-    ids, edges, ref_rows = listing.graph(store.index)
+    with store.index.read() as q:
+        ids, edges, ref_rows = q.graph()
     refs: dict[str, list[str]] = {}
     for image_id, ref in ref_rows:
         refs.setdefault(image_id, []).append(ref)

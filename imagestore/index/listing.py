@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, select
 
 from imagestore.index import schema
 from imagestore.index.engine import IN_BATCH, batches
@@ -13,17 +13,6 @@ from imagestore.index.queries import is_head
 
 if TYPE_CHECKING:
     from imagestore.index.database import Index
-
-def graph(index: Index) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
-    t, p, tt = schema.images, schema.parents, schema.tags
-    s = index.store_id
-    ids, edges, refs = index.fetch(
-        select(t.c.id).where(t.c.store_id == s).order_by(t.c.id),
-        select(p.c.child_id, p.c.parent_id).where(p.c.store_id == s),
-        select(tt.c.image_id, tt.c.ref).where(tt.c.store_id == s).order_by(tt.c.ref))
-    return [r[0] for r in ids], edges, refs
-
 
 def contents(index: Index) -> dict[str, set[tuple[Any, ...]]]:
     """What the index holds, as comparable sets of rows by kind (an index kept up to date
@@ -49,15 +38,6 @@ def configs(index: Index) -> dict[str, bytes]:
     t = schema.images
     (rows,) = index.fetch(select(t.c.id, t.c.raw).where(t.c.store_id == index.store_id))
     return {r[0]: bytes(r[1]) for r in rows}
-
-
-def counts(index: Index) -> dict[str, int]:
-    """How many images, layers, tags and problems the index holds."""
-    tables = {"images": schema.images, "layers": schema.layers, "tags": schema.tags,
-              "problems": schema.problems}
-    results = index.fetch(*(select(func.count()).select_from(t)
-                            .where(t.c.store_id == index.store_id) for t in tables.values()))
-    return {name: int(rows[0][0]) for name, rows in zip(tables, results, strict=True)}
 
 
 # -- what deleting and pruning images ask (moby's ImageDelete and ImagesPrune) ------------------
@@ -112,4 +92,4 @@ def configs_of(index: Index, image_ids: list[str]) -> dict[str, bytes]:
 
 
 __all__ = ["GraphImage", "GraphLayer", "configs", "configs_of", "contents",
-           "counts", "delete_graph", "graph", "prune_candidates"]
+           "delete_graph", "prune_candidates"]

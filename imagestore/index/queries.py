@@ -70,6 +70,13 @@ _SQL = {
               f"{_JOIN_LAYER} WHERE i.store_id = :s",
     "listed_tags": "SELECT image_id, repository, tag FROM tags WHERE store_id = :s "
                    "ORDER BY repository, tag",
+    "ids": "SELECT id FROM images WHERE store_id = :s ORDER BY id",
+    "edges": "SELECT child_id, parent_id FROM image_parents WHERE store_id = :s",
+    "refs": "SELECT image_id, ref FROM tags WHERE store_id = :s ORDER BY ref",
+    "counts": "SELECT (SELECT count(*) FROM images WHERE store_id = :s), "
+              "(SELECT count(*) FROM layers WHERE store_id = :s), "
+              "(SELECT count(*) FROM tags WHERE store_id = :s), "
+              "(SELECT count(*) FROM problems WHERE store_id = :s)",
 }
 
 # (image ID, created, parent ID, chain size, is a head)
@@ -148,7 +155,17 @@ class Reader:
                   for r in self.rows(sql, {"s": self.store})]
         return images, [(r[0], r[1], r[2]) for r in self._rows("listed_tags")]
 
+    def counts(self) -> dict[str, int]:
+        """How many images, layers, tags and problems the store has in the index."""
+        row = self._first("counts") or (0, 0, 0, 0)
+        return dict(zip(("images", "layers", "tags", "problems"), map(int, row), strict=True))
+
     # -- the parent graph ---------------------------------------------------------------------
+    def graph(self) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
+        return ([r[0] for r in self._rows("ids")], [(r[0], r[1]) for r in self._rows("edges")],
+                [(r[0], r[1]) for r in self._rows("refs")])
+
     def parent(self, image_id: str) -> str | None:
         row = self._first("parent", id=image_id)
         return None if row is None else row[0]

@@ -75,6 +75,9 @@ class QuickIndex:
     def location(self) -> str:
         return str(self.file)
 
+    def revision(self) -> str:
+        return HEAD  # opened only at the head
+
     @contextlib.contextmanager
     def read(self) -> Iterator[Reader]:
         try:
