@@ -92,8 +92,19 @@ def chunked_map(fn: Callable[[str, Sequence[T]], R], base: str, names: Sequence[
         return
     # A bounded window of chunks in flight keeps memory flat while the caller writes.
     if shared is None:
-        with _new_pool(workers) as pool:
+        pool: ProcessPoolExecutor | None = None
+        try:
+            with _interrupts_held():  # made and named before a Ctrl-C can leave it behind
+                pool = _new_pool(workers)
             yield from _handed_out(pool, fn, base, chunks, 2 * workers)
+        except BaseException:
+            if pool is not None:
+                _stop(pool)
+                pool = None
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return
     yield from _handed_out(_pool(shared), fn, base, chunks, 2 * workers)
 
@@ -138,8 +149,12 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     pool = ProcessPoolExecutor(max_workers=workers,
                                mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_start, initargs=(os.getpid(), held()))
-    with _interrupts_held():
-        pool.submit(int)  # every worker forked now, while Ctrl-C waits
+    try:
+        with _interrupts_held():
+            pool.submit(int)  # every worker forked now, while Ctrl-C waits
+    except BaseException:  # a Ctrl-C held back is delivered as the block ends
+        _stop(pool)
+        raise
     return pool
 
 
@@ -183,7 +198,10 @@ def _worker_start(parent: int, locks: tuple[int, ...]) -> None:
 def _pool(shared: _Shared) -> ProcessPoolExecutor:
     """The pass's workers, started at the first call that needs them."""
     if shared.pool is None:
-        shared.pool = _new_pool(shared.workers)
+        # A Ctrl-C waits until the pool is the pass's, which stops it: one delivered
+        # in between left a pool nobody stopped, whose threads kept the process from exiting.
+        with _interrupts_held():
+            shared.pool = _new_pool(shared.workers)
     return shared.pool
 
 
