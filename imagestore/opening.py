@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagestore.errors import ImageStoreError, IndexCorrupt
+from imagestore.index.location import within
 from imagestore.moby.root import Root, find_root
 from imagestore.reading import Reading
 
@@ -101,7 +102,7 @@ def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | Non
     quick = QuickIndex.open(index, image_root, name=name)
     if quick is None:
         return None
-    if any(_inside(quick.file, folder) for folder in _docker_folders(image_root)):
+    if any(within(quick.file, folder) for folder in _docker_folders(image_root)):
         quick.close()
         return None
     started = datetime.now(timezone.utc)
@@ -125,11 +126,6 @@ def _docker_folders(image_root: Path) -> list[Path]:
     nor beside them."""
     return [image_root, *([image_root.parent.parent] if image_root.parent.name == "image"
                           else [])]
-
-
-def _inside(file: Path, folder: Path) -> bool:
-    real, top = os.path.realpath(file), os.path.realpath(folder)
-    return os.path.commonpath([real, top]) == top
 
 
 __all__ = ["open", "open_quick"]

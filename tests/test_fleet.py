@@ -270,7 +270,7 @@ def test_a_frozen_index_without_the_store_says_so(real_root: Path, tmp_path: Pat
     index = tmp_path / "i.sqlite"
     imagestore.open(real_root, index, name="there").close()
     # As if the file were read-only to this process (root may write any file).
-    monkeypatch.setattr(sqlite_backend, "_cannot_write", lambda path: True)
+    monkeypatch.setattr(sqlite_backend, "cannot_write", lambda path: True)
     with imagestore.open(real_root, index, name="there") as store:
         assert store.index.frozen and len(store) == 39
     with pytest.raises(imagestore.NoSuchStore, match="no store named 'elsewhere'"):

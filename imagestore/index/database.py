@@ -29,12 +29,12 @@ from imagestore.index.engine import (
 )
 from imagestore.index.fastread import Result, stamp_synced
 from imagestore.index.location import (
-    STAMP_EVERY,
     Identity,
     StoreInfo,
     identity,
-    stamp,
+    stamp_due,
     state_dir,
+    within,
 )
 from imagestore.index.locks import writer_lock
 from imagestore.index.queries import Reader
@@ -73,10 +73,8 @@ class Index:
         backend = for_url(index_url(index, image_root))
         redact = backend.SHARED and not keep_env
         if backend.file is not None:
-            real = os.path.realpath(backend.file)
             for folder in forbidden:
-                top = os.path.realpath(folder)
-                if os.path.commonpath([real, top]) == top:
+                if within(backend.file, folder):
                     raise IndexUnavailable(f"index {backend.file} is inside the Docker root "
                                            f"{folder}; keep it elsewhere")
         lock = backend.lock_path(state_dir(), image_root)
@@ -187,11 +185,10 @@ class Index:
         """Record that the store mirrored its root at ``when`` (an open that found nothing to
         sync), at most every ``STAMP_EVERY``: on SQLite without waiting for a writer (it is
         a courtesy), on a server in a short transaction of the store's own."""
-        if self.frozen or (self.store.last_sync is not None
-                           and self.store.last_sync >= stamp(when - STAMP_EVERY)):
+        if self.frozen or not stamp_due(self.store.last_sync, when):
             return
         if self.backend.file is not None:
-            stamp_synced(self.backend.file, self.store, when)
+            stamp_synced(self.backend.file, self.store_id, when)
             return
         with self._locked(store=self.store_id) as conn:
             stores.synced(conn, self.store_id, when)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagestore.errors import ImageStoreError
-from imagestore.index.location import STAMP_EVERY, StoreInfo, stamp
+from imagestore.index.location import STAMP_EVERY, stamp
 from imagestore.index.queries import PlainReader, Reader
 
 if TYPE_CHECKING:
@@ -117,18 +117,26 @@ def compile_plain(query: ClauseElement, dialect: Dialect) -> tuple[str, list[Any
     return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]
 
 
-def stamp_synced(path: Path, store: StoreInfo, when: dt.datetime) -> None:
+def stamp_synced(path: Path, store: int, when: dt.datetime) -> None:
     """Record that ``store`` mirrored its root at ``when`` (a warm open that found nothing to
-    do), at most every ``STAMP_EVERY``. A courtesy: skipped rather than wait for a writer."""
-    old = stamp(when - STAMP_EVERY)
-    if store.last_sync is not None and store.last_sync >= old:
-        return
+    do) unless a process did within ``STAMP_EVERY``. A courtesy: skipped rather than wait
+    for a writer."""
     with contextlib.suppress(sqlite3.Error):
         conn = sqlite3.connect(path, timeout=STAMP_TIMEOUT_S, isolation_level=None)
         try:
-            conn.execute(_STAMP, {"now": stamp(when), "s": store.id, "old": old})
+            conn.execute(_STAMP, {"now": stamp(when), "s": store,
+                                  "old": stamp(when - STAMP_EVERY)})
         finally:
             conn.close()
+
+
+def cannot_write(path: Path) -> bool:
+    """An existing index this process may not write (nor create its logs beside)."""
+    try:
+        exists = path.stat().st_size > 0
+    except OSError:
+        return False
+    return exists and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
 def is_corrupt(exc: BaseException) -> bool:
@@ -195,5 +203,14 @@ def _sql_error(exc: BaseException, timeout: float | None, expired: bool) -> Base
     return ImageStoreError(f"sql: {exc}")
 
 
-__all__ = ["APPLICATION_ID", "FastReader", "Result", "SQLiteReader", "is_corrupt", "readonly_query",
-           "readonly_uri", "stamp_synced"]
+__all__ = [
+    "APPLICATION_ID",
+    "FastReader",
+    "Result",
+    "SQLiteReader",
+    "cannot_write",
+    "is_corrupt",
+    "readonly_query",
+    "readonly_uri",
+    "stamp_synced",
+]

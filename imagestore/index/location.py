@@ -45,6 +45,18 @@ def stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def stamp_due(last: str | None, when: dt.datetime) -> bool:
+    """A sync time recorded as ``last`` is to be refreshed at ``when`` (older than
+    ``STAMP_EVERY``, or none)."""
+    return last is None or last < stamp(when - STAMP_EVERY)
+
+
+def within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """``path`` is ``folder`` or lies under it, symlinks resolved."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, top]) == top
+
+
 def identity(image_root: Path, name: str | None = None) -> Identity:
     """A store's identity; its default name is ``HOST:/real/path`` of its image root."""
     host, root = socket.gethostname(), os.path.realpath(image_root)
@@ -84,4 +96,4 @@ def sqlite_file(index: str | os.PathLike[str] | None, root: Path) -> Path | None
 
 
 __all__ = ["HEAD", "STAMP_EVERY", "Identity", "StoreInfo", "default_index_path", "identity",
-           "sqlite_file", "stamp", "state_dir"]
+           "sqlite_file", "stamp", "stamp_due", "state_dir", "within"]

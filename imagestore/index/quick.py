@@ -20,11 +20,12 @@ from imagestore.index.fastread import (
     APPLICATION_ID,
     Result,
     SQLiteReader,
+    cannot_write,
     is_corrupt,
     readonly_query,
     stamp_synced,
 )
-from imagestore.index.location import HEAD, StoreInfo, identity, sqlite_file
+from imagestore.index.location import HEAD, StoreInfo, identity, sqlite_file, stamp_due
 from imagestore.index.queries import Reader
 
 _STORE = "SELECT id, name, redacted, last_sync FROM stores WHERE name = :name"
@@ -45,8 +46,8 @@ class QuickIndex:
         """The store of ``image_root`` (named ``name``) in ``index``, or ``None`` when only
         the engine can open it."""
         file = sqlite_file(index, image_root)
-        if file is None or not _writable_file(file):
-            return None
+        if file is None or not _regular(file) or cannot_write(file):
+            return None  # a new index, or a frozen one: the engine opens it
         try:
             with open(file, "rb") as f:
                 header = f.read(100)
@@ -99,21 +100,18 @@ class QuickIndex:
     def synced(self, when: dt.datetime) -> None:
         """Record that the store mirrored its root at ``when``, as a sync that changed
         nothing does (at most every ``STAMP_EVERY``), never waiting for a writer."""
-        stamp_synced(self.file, self.store, when)
+        if stamp_due(self.store.last_sync, when):
+            stamp_synced(self.file, self.store_id, when)
 
     def close(self) -> None:
         self._reader.close()
 
 
-def _writable_file(path: Path) -> bool:
-    """An index file this process may write (and make its logs beside): only then is the
-    quick path the same as the engine's (a frozen index is read otherwise, and says so)."""
+def _regular(path: Path) -> bool:
     try:
-        st = path.stat()
+        return stat.S_ISREG(path.stat().st_mode)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_size > 0 and os.access(path, os.W_OK) \
-        and os.access(path.parent, os.W_OK)
 
 
 __all__ = ["QuickIndex"]

@@ -17,7 +17,7 @@ from imagestore.index import schema, stores
 from imagestore.index.backends import Backend
 from imagestore.index.buckets import Buckets
 from imagestore.index.engine import IN_BATCH, ROW_BATCH, batches, bulk_load
-from imagestore.index.location import STAMP_EVERY, stamp
+from imagestore.index.location import stamp_due
 from imagestore.index.queries import Reader, edge_of
 from imagestore.index.rows import (
     EDGE_COLUMNS,
@@ -165,7 +165,7 @@ class Writer(Reader):
         last = self.conn.scalar(select(schema.stores.c.last_sync)
                                 .where(schema.stores.c.id == self.store))
         now = dt.datetime.now(dt.timezone.utc)
-        if changed or last is None or last < stamp(now - STAMP_EVERY):
+        if changed or stamp_due(last, now):
             stores.synced(self.conn, self.store, now)
 
     def has_layers(self) -> bool:

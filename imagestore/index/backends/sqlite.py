@@ -23,6 +23,7 @@ from imagestore.index.fastread import (
     FastReader,
     Result,
     SQLiteReader,
+    cannot_write,
     is_corrupt,
     readonly_query,
     readonly_uri,
@@ -41,7 +42,7 @@ class SQLiteBackend(Backend):
         super().__init__(url)
         database = make_url(url).database
         self._file = Path(database) if database and database != ":memory:" else None
-        self._frozen = self._file is not None and _cannot_write(self._file)
+        self._frozen = self._file is not None and cannot_write(self._file)
 
     @property
     def frozen(self) -> bool:
@@ -202,15 +203,6 @@ class SQLiteBackend(Backend):
         if self._file is None:
             raise ImageStoreError("sql: the index is not a file")
         return readonly_query(self._file, sql, params, timeout)
-
-
-def _cannot_write(path: Path) -> bool:
-    """An existing index this process may not write (nor create its logs beside)."""
-    try:
-        exists = path.stat().st_size > 0
-    except OSError:
-        return False
-    return exists and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
 
 
 def _prepare_folder(folder: Path) -> None:
