@@ -211,7 +211,8 @@ def probe_plan(data_root: Path, index: Path, repeat: int, *, all_images: bool,
     from datetime import datetime, timezone
 
     import imagestore
-    from imagestore.cli.prune import Daemon, plan_prune
+    from imagestore.service.delete import Deleter as Daemon
+    from imagestore.service.prune import plan_prune
 
     times: dict[str, list[float]] = {"open (warm)": [], "daemon view from the index": [],
                                      "plan (decisions + driver folder sizes)": []}
@@ -245,8 +246,8 @@ def probe_plan(data_root: Path, index: Path, repeat: int, *, all_images: bool,
 def probe_driver(data_root: Path, index: Path, repeat: int) -> dict[str, float]:
     """fsck's driver check, in-process (fsck has no option to run only that part)."""
     import imagestore
-    from imagestore.cli import fsck
     from imagestore.moby import drivers
+    from imagestore.service import check as fsck
 
     store = imagestore.open(data_root / "image" / "vfs", index, readonly=True)
     try:

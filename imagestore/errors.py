@@ -26,6 +26,17 @@ class AmbiguousImageID(ImageStoreError):
         super().__init__(f"ambiguous image ID {term!r}: matches {shown}{more}")
 
 
+class ImageConflict(ImageStoreError):
+    """moby's image delete conflicts (daemon/images/image_delete.go ``imageDeleteConflict``):
+    a child image, a container, several repositories. ``hard`` ones cannot be forced;
+    ``used``: a container (or, beyond moby, recent use) keeps the image. Nothing was changed
+    for the image named."""
+
+    def __init__(self, message: str, *, hard: bool = False, used: bool = False) -> None:
+        super().__init__(message)
+        self.hard, self.used = hard, used
+
+
 class InvalidImageConfig(ImageStoreError, ValueError):
     """Config bytes that moby's ``NewFromJSON`` (or ``Create``) would reject."""
 
@@ -94,6 +105,15 @@ class NoSuchStore(IndexUnavailable, LookupError):
         self.name = name
 
 
+class StoreNameTaken(IndexUnavailable):
+    """The store name ``name`` belongs to another image root (``root`` on ``host``): opening
+    this root under it would mix two stores' rows; ``rename_root`` moves the name."""
+
+    def __init__(self, name: str, host: str, root: str, message: str) -> None:
+        super().__init__(message)
+        self.name, self.host, self.root = name, host, root
+
+
 # -- graph-driver data (rm, prune, fsck) -------------------------------------------------------
 class DriverBusy(ImageStoreError):
     """Something is mounted under the driver's folder (``mounts``), or that cannot be told
@@ -145,6 +165,7 @@ __all__ = [
     "DaemonRunning",
     "DigestMismatch",
     "DriverBusy",
+    "ImageConflict",
     "ImageNotFound",
     "ImageStoreError",
     "IndexCorrupt",
@@ -154,6 +175,7 @@ __all__ = [
     "LayerNotFound",
     "NoSuchStore",
     "ReadOnlyStore",
+    "StoreNameTaken",
     "UnsafeDriverData",
     "UnsupportedDriver",
 ]

@@ -15,7 +15,7 @@ from imagestore.moby.root import Root, find_root
 from imagestore.reading import Reading
 
 if TYPE_CHECKING:
-    from imagestore.store import Store
+    from imagestore.service.host import Host
     from imagestore.sync import Progress, SyncReport
 
 
@@ -29,7 +29,8 @@ def open(
     progress: Progress | None = None,
     name: str | None = None,
     keep_env: bool = False,
-) -> Store:
+    rename_root: bool = False,
+) -> Host:
     """Open the image root ``root`` with its index (created and migrated as needed).
 
     ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
@@ -37,10 +38,12 @@ def open(
     ``dockerd`` is using the root (normally refused). ``name``: the store's name in the
     index (default ``HOST:/real/path`` of the image root); one index holds many stores.
     ``keep_env``: an index on a server keeps configs' Env values and build arguments too
-    (by default it stores them redacted; a local file always keeps them).
+    (by default it stores them redacted; a local file always keeps them). A ``name`` that
+    belongs to another root is refused (``StoreNameTaken``) unless ``rename_root``, which
+    gives it to this root and reads the root whole.
     """
     from imagestore.index import Index, Writer
-    from imagestore.store import Store
+    from imagestore.service.host import Host
     from imagestore.sync import run
 
     image_root = find_root(root)  # nothing under it changes before the first write
@@ -50,19 +53,21 @@ def open(
         # A new index is synced before anyone else can see it.
         built.append(run(tx, Root(image_root), progress=progress))
 
-    store = Store(image_root, Index.open(index, image_root, readonly=readonly,
+    store = Host(image_root, Index.open(index, image_root, readonly=readonly,
                                          fill=fill if sync else None,
                                          forbidden=_docker_folders(image_root),
-                                         name=name, keep_env=keep_env),
+                                         name=name, keep_env=keep_env,
+                                         rename_root=rename_root),
                   readonly=readonly, force=force)
-    policy_changed = store.index.store.redacted != store.index.redact
+    # Configs stored under another redaction rule, or another root's rows, are read again.
+    policy_changed = store.index.store.redacted != store.index.redact or store.index.moved
     if built:
         store.last_sync = built[-1]
     elif sync and store.index.frozen:
         warnings.warn(f"index {store.index.location()} cannot be written: answering from it "
                       f"as it stands, without syncing", stacklevel=2)
     elif sync or (policy_changed and not store.index.frozen):
-        try:  # configs stored under another redaction rule are all read again
+        try:
             if policy_changed or not _in_sync(store):
                 store.sync(full=policy_changed, progress=progress)
         except BaseException:
@@ -71,7 +76,7 @@ def open(
     return store
 
 
-def _in_sync(store: Store) -> bool:
+def _in_sync(store: Host) -> bool:
     """Nothing to sync, told from one read snapshot without the writers' lock (a warm open
     then never waits behind another process's sync); ``last_sync`` gets the report a sync
     that found nothing gives."""

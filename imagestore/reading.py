@@ -15,11 +15,20 @@ from typing import Any, Protocol, TypeVar
 from imagestore.errors import AmbiguousImageID, ImageNotFound
 from imagestore.index.fastread import Result
 from imagestore.index.queries import Reader
-from imagestore.moby.digest import PREFIX, normalize_id, parse_search_term, prefix_upper_bound
-from imagestore.moby.image import Image, parse_time
+from imagestore.moby.digest import (
+    PREFIX,
+    is_hex64,
+    normalize_id,
+    parse_search_term,
+    prefix_upper_bound,
+)
+from imagestore.moby.gotime import parse_time
+from imagestore.moby.image import Image
+from imagestore.moby.references import normalize_reference
 from imagestore.moby.root import Root
 
 MAX_CANDIDATES = 1000
+MAX_NAME = 4096  # longer than any reference docker accepts
 R = TypeVar("R", bound="Reading")
 
 
@@ -75,6 +84,28 @@ class Reading:
         if row is None:
             raise ImageNotFound(f"No such image: {image_id}")
         return Image(image_id, *row)
+
+    def resolve(self, name: str) -> str:
+        """The image a name stands for, as docker resolves one (moby daemon/images
+        ``GetImage``): a full ID, then a reference of ``repositories.json`` (``web`` is
+        ``web:latest``), then a unique ID prefix. ``ImageNotFound`` names it as moby's
+        ``ErrImageDoesNotExist`` does; an ambiguous prefix is ``AmbiguousImageID``."""
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME or "\x00" in name:
+            raise ImageNotFound(f"No such image: {str(name)[:100]!r}")
+        full = normalize_id(name)
+        if full is not None and full in self:
+            return full
+        key = normalize_reference(name)
+        with self.index.read() as q:
+            target = q.tag_target(key)
+            if target is not None and q.has_image(target):
+                return target
+        try:
+            return self.search(name)
+        except ImageNotFound:
+            # moby's message: a name with its default tag, a bare ID as a digest
+            raise ImageNotFound(f"No such image: {'sha256:' if is_hex64(name) else ''}"
+                                f"{key}") from None
 
     def search(self, term: str) -> str:
         """The one ID starting with ``term`` (moby's digest-set rules, no minimum length)."""

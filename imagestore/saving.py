@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from imagestore.errors import ImageNotFound, LayerNotFound
+from imagestore.errors import LayerNotFound
 from imagestore.index import Index
 from imagestore.moby.archive import (
     LAYOUTS,
@@ -36,13 +36,11 @@ from imagestore.moby.files import read_optional
 from imagestore.moby.references import (
     InvalidReference,
     NamedReference,
-    normalize_reference,
     parse_normalized_named,
 )
 from imagestore.moby.root import LAYERS, Root
 from imagestore.moby.tarsplit import LayerError, LayerSource, layer_source, stream_layer
 
-MAX_REF = 4096
 Output = str | os.PathLike[str] | BinaryIO
 
 
@@ -56,6 +54,8 @@ class StoreLike(Protocol):
     def index(self) -> Index: ...
 
     def search(self, term: str) -> str: ...
+
+    def resolve(self, name: str) -> str: ...
 
     def __contains__(self, image_id: object) -> bool: ...
 
@@ -77,12 +77,6 @@ class ImageLayerError(LayerError):
 # -- references, as docker save takes them --------------------------------------------------
 
 
-def _full(ref: NamedReference) -> str:
-    """``String()`` of a reference: the order moby's reference store sorts them in."""
-    return (f"{ref.domain}/{ref.path}" + (f":{ref.tag}" if ref.tag else "")
-            + (f"@{ref.digest}" if ref.digest else ""))
-
-
 def _by_name(store: StoreLike, repo: NamedReference) -> list[tuple[str, str | None]]:
     """``ReferencesByName``: a bare repository name saves every image it names, each with the
     tag that names it (an image named only by digest goes without a tag)."""
@@ -95,36 +89,30 @@ def _by_name(store: StoreLike, repo: NamedReference) -> list[tuple[str, str | No
         except InvalidReference:
             continue
         if (named.domain, named.path) == (repo.domain, repo.path):
-            found.append((_full(named), image_id, ref if named.tag else None))
+            found.append((str(named), image_id, ref if named.tag else None))
     return [(image_id, tag) for _, image_id, tag in sorted(found)]
 
 
 def resolve_ref(store: StoreLike, name: str) -> list[tuple[str, str | None]]:
     """The images one REF of ``docker save`` names, each with the tag to record (or
-    ``None``): an ID (full, or any unique prefix) saves the image untagged, a tag saves it
-    with that tag, a digest reference untagged, and a bare name every tag of the
-    repository (moby's ``tarexporter.parseNames``)."""
-    if not isinstance(name, str) or not name or len(name) > MAX_REF or "\0" in name:
-        raise ImageNotFound(f"No such image: {str(name)[:100]!r}")
-    full = normalize_id(name)
-    if full is not None:  # ParseAnyReference: a digest, never a name
-        if full not in store:
-            raise ImageNotFound(f"No such image: {full}")
-        return [(full, None)]
-    try:
-        ref = parse_normalized_named(name)
-    except InvalidReference as exc:
-        raise SaveError(f"invalid reference {name!r}: {exc}") from None
-    if ref.familiar_name() == "sha256":  # sha256:<prefix> parses as a name and a tag
-        return [(store.search(name), None)]
-    if ref.tag is None and ref.digest is None:
-        named = _by_name(store, ref)
-        return named or [(store.search(name), None)]
-    with store.index.read() as q:
-        target = q.tag_target(normalize_reference(name))
-    if target is None:
-        raise ImageNotFound(f"No such image: {name}")
-    return [(target, None if ref.digest else ref.familiar_string())]
+    ``None``), as moby's ``tarexporter.parseNames``: a bare repository name saves every
+    image it names, each with its tag; anything else is the one image docker resolves the
+    name to (``Reading.resolve``), recorded with the tag given (an ID, a digest reference or
+    an ID prefix saves it untagged)."""
+    tag = None
+    if isinstance(name, str) and name and normalize_id(name) is None:
+        try:
+            ref = parse_normalized_named(name)
+        except InvalidReference as exc:
+            raise SaveError(f"invalid reference {name!r}: {exc}") from None
+        if ref.familiar_name() != "sha256":  # sha256:<prefix> parses as a name and a tag
+            if ref.tag is None and ref.digest is None:
+                named = _by_name(store, ref)
+                if named:
+                    return named
+            elif ref.digest is None:
+                tag = ref.familiar_string()
+    return [(store.resolve(name), tag)]
 
 
 def images_to_save(store: StoreLike, refs: Iterable[str]

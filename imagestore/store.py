@@ -7,7 +7,7 @@ to the index in one transaction, under a lock that serialises writers of the sam
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,17 +21,27 @@ from imagestore.errors import (
     LayerNotFound,
 )
 from imagestore.index import Index, Writer
+from imagestore.moby.buildkit import held_layers
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import chain_id, hex_of
 from imagestore.moby.drivers import Driver, find_driver, finish_removals
-from imagestore.moby.files import MAX_FILE_SIZE
-from imagestore.moby.image import check_history, format_time, parse_config
+from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
+from imagestore.moby.gotime import format_time
+from imagestore.moby.image import check_history, parse_config
 from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.layerdb import BadEntry, LayerMetadata
+from imagestore.moby.references import (
+    BadReferences,
+    InvalidReference,
+    parse_normalized_named,
+    with_tag,
+    without_image,
+    without_reference,
+)
 from imagestore.moby.root import CONTENT, LAYERS, METADATA
 from imagestore.reading import Reading, image_id_of, require
 from imagestore.saving import Saving
-from imagestore.sync import Progress, SyncReport, record, reread, run
+from imagestore.sync import Progress, SyncReport, record, reread, reread_tags, run
 
 
 @dataclass(frozen=True)
@@ -90,13 +100,28 @@ class Store(Saving, Reading):
     def check_delete(self) -> Driver | None:
         """Raise now what a delete would refuse, before a caller writes anything (an untag
         that precedes a delete): a read-only store, a live dockerd, an unsupported driver,
-        anything mounted under the driver's folder. Returns the driver."""
+        anything mounted under the driver's folder, a BuildKit record that cannot be read.
+        Returns the driver."""
         check_writable(self.root.path, readonly=self.readonly, force=self.force,
                        what="delete an image")
         driver = self.driver()
         if driver is not None:
             driver.check_unmounted()
+        self.held_layers()
         return driver
+
+    def held_layers(self) -> frozenset[str]:
+        """Chain IDs of the layers the engine's BuildKit holds (``moby.buildkit``): a
+        delete never releases them, as the live engine's layer store does not. Raises when
+        BuildKit's records exist but cannot be read: any layer may then be BuildKit's."""
+        path = self.root.path.resolve()
+        if path.parent.name != "image":  # outside a data-root: no BuildKit beside it
+            return frozenset()
+        held = held_layers(path.parent.parent)
+        if held.unreadable is not None:
+            raise ImageStoreError(f"cannot tell which layers BuildKit holds "
+                                  f"({held.unreadable}): not releasing any")
+        return held.chains
 
     def _imagedb(self) -> ImageDB:
         return ImageDB(self.root.path / "imagedb", create=not self.readonly)
@@ -151,7 +176,8 @@ class Store(Saving, Reading):
                 raise ImageNotFound(f"unrecognized image ID {image_id}")
             children = tx.children(image_id)
             tx.delete_image(image_id)  # rolled back with the rest if a check below fails
-            released = [LayerMetadata(*layer) for layer in tx.release(top[0])]
+            released = [LayerMetadata(*layer)
+                        for layer in tx.release(top[0], self.held_layers())]
             if driver is not None:
                 for layer in released:
                     self._check_release(driver, layer.chain_id)
@@ -207,6 +233,66 @@ class Store(Saving, Reading):
             tx.set_image_meta(image_id, last_updated=last_updated, built_locally=built_locally)
             record(tx, self.root, [METADATA + hex_of(image_id)])
 
+    # -- the reference store (moby reference/store.go), beside the image store ---------------
+    def tag(self, image_id: str, repository: str, tag: str | None = None) -> str:
+        """Tag an image as the daemon's ``TagImage`` does: ``repository[:tag]`` (``latest``
+        by default) names it, replacing what the tag named, and its ``lastUpdated`` is set.
+        Returns the tag, familiar."""
+        image_id = image_id_of(image_id)
+        try:
+            ref = parse_normalized_named(repository)
+            if tag:
+                ref = parse_normalized_named(f"{ref.familiar_name()}:{tag}")
+        except InvalidReference as exc:
+            raise ImageStoreError(f"invalid reference format: {exc}") from None
+        if ref.digest is not None and not tag:
+            raise ImageStoreError("refusing to create a tag with a digest reference")
+        with self._write("tag an image") as tx:
+            require(tx, image_id)
+            self._rewrite_references(tx, lambda raw: with_tag(raw, ref, image_id))
+        self.set_last_updated(image_id)
+        return ref.familiar_string() if ref.tag else ref.familiar_string() + ":latest"
+
+    def untag(self, ref: str) -> bool:
+        """Remove one reference (a key of ``repositories.json``) as moby's reference store
+        ``Delete`` does; False when there is no such reference."""
+        with self._write("untag an image") as tx:
+            return self._rewrite_references(tx, lambda raw: without_reference(raw, ref))
+
+    def drop_references(self, image_ids: Iterable[str]) -> list[str]:
+        """Remove every reference to these images; the references removed."""
+        removed: list[str] = []
+
+        def drop(raw: bytes | None) -> bytes | None:
+            if raw is None:
+                return None
+            for image_id in dict.fromkeys(image_ids):
+                raw, gone = without_image(raw, image_id)
+                removed.extend(gone)
+            return raw if removed else None
+
+        with self._write("untag an image") as tx:
+            self._rewrite_references(tx, drop)
+        return removed
+
+    def _rewrite_references(self, tx: Writer, change: Callable[[bytes | None], bytes | None]
+                            ) -> bool:
+        """Rewrite ``repositories.json`` as ``change`` says (``None``: leave it), on disk
+        first and then in the index; whether it was rewritten. A corrupt file is never
+        rewritten."""
+        path = self.root.repositories
+        try:
+            new = change(read_optional(path, limit=MAX_FILE_SIZE))
+        except BadReferences:
+            raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
+        except InvalidReference as exc:
+            raise ImageStoreError(str(exc)) from None
+        if new is None:
+            return False
+        atomic_write(path, new)
+        reread_tags(tx, self.root)
+        return True
+
     # -- beyond moby --------------------------------------------------------------------------
     def sync(self, *, full: bool = False, progress: Progress | None = None) -> SyncReport:
         """Bring the index up to date with the root (``full``: rebuild it from scratch;
@@ -218,7 +304,12 @@ class Store(Saving, Reading):
         except IndexCorrupt:
             if self.readonly:
                 raise
-        reports: list[SyncReport] = []  # derived data: set aside and built again
+        return self.rebuild(progress=progress)
+
+    def rebuild(self, *, progress: Progress | None = None) -> SyncReport:
+        """Set a damaged index aside and build it again from the root (it is derived data:
+        nothing is lost)."""
+        reports: list[SyncReport] = []
         self.index.rebuild(lambda tx: reports.append(run(tx, self.root, progress=progress)))
         self.last_sync = reports[-1]
         return self.last_sync

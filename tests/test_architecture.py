@@ -1,5 +1,6 @@
 """The house rules, checked on the source: data flows one way (moby -> index -> sync ->
-store -> command line), one package speaks SQL, modules stay small, and nothing imports in
+store -> service -> command line), one package speaks SQL, the command line reaches the
+index and the sync only through the library, modules stay small, and nothing imports in
 a circle. docs/architecture.md explains the layout these rules keep."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "imagestore"
 # Lower layers never import higher ones.
 LAYERS = ["imagestore.errors", "imagestore.moby", "imagestore.index", "imagestore.sync",
-          "imagestore.reading", "imagestore.saving", "imagestore.store", "imagestore.opening",
-          "imagestore.cli"]
+          "imagestore.reading", "imagestore.saving", "imagestore.store", "imagestore.service",
+          "imagestore.opening", "imagestore.cli"]
 MAX_LINES = 450
 
 
@@ -82,6 +83,15 @@ def test_only_the_index_speaks_sql(name: str) -> None:
     assert sql == []
 
 
+@pytest.mark.parametrize("name", sorted(m for m in MODULES if m.startswith("imagestore.cli")))
+def test_the_command_line_goes_through_the_library(name: str) -> None:
+    """``cli/`` parses flags, makes library calls and renders: no SQL, no sync, no docker
+    rule of its own (as moby keeps ``ImageDelete`` in daemon/images, never in its CLI)."""
+    below = sorted(m for m in _imports(MODULES[name])
+                   if m.startswith(("imagestore.index", "imagestore.sync")))
+    assert below == []
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_modules_stay_small(name: str) -> None:
     assert len(MODULES[name].read_text().splitlines()) <= MAX_LINES
@@ -109,4 +119,5 @@ def test_no_import_cycle() -> None:
 def test_the_rules_see_the_whole_package() -> None:
     """The checks above would pass vacuously on an empty tree."""
     assert {"imagestore.store", "imagestore.index.writes", "imagestore.sync.restore",
-            "imagestore.cli.commands", "imagestore.moby.root"} <= MODULES.keys()
+            "imagestore.cli.commands", "imagestore.moby.root", "imagestore.service.delete",
+            "imagestore.service.models"} <= MODULES.keys()

@@ -16,7 +16,7 @@ from cli_helpers import run_cli
 from conftest import TRUTH, config, truth_json
 
 import imagestore
-from imagestore.cli import report
+from imagestore.service import listing as report
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, which the engine prints for "none"

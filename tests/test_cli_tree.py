@@ -16,8 +16,9 @@ from cli_helpers import run_cli
 from conftest import truth_json
 
 import imagestore
-from imagestore.cli import report
-from imagestore.cli.report import Node, draw_forest, forest
+from imagestore.cli.forest import draw_forest
+from imagestore.service.listing import TreeNode as Node
+from imagestore.service.listing import forest
 
 
 def _write_image(root: Path, comment: str, parent: str | None = None) -> str:
@@ -201,4 +202,4 @@ def test_forest_without_cycles_is_roots_by_id() -> None:
     store = _FakeStore(["c", "a", "b", "d"], [("b", "a"), ("d", "a"), ("e", "a")])
     assert _shape(forest(store)) == [  # type: ignore[arg-type]
         ("a", 0), ("b", 1), ("d", 1), ("c", 0)]
-    assert report.draw_forest([]) == []
+    assert draw_forest([]) == []

@@ -13,7 +13,6 @@ from pathlib import Path
 from snapshot import rebuilt, snapshot
 
 import imagestore
-from imagestore.cli.fsck import check, repair
 
 WORKER = Path(__file__).parent / "workers.py"
 
@@ -35,9 +34,9 @@ def test_random_kills_are_repaired_by_the_next_open(real_root: Path, index: Path
                     if p.name.startswith(".tmp-")}
             left |= {f"layerdb/sha256/{p.name}"
                      for p in (real_root / "layerdb/sha256").glob("*-removing")}
-            findings = check(store)
+            findings = store.check()
             assert left <= {f.path for f in findings if f.check == "temp-file"}
-            repair(store, findings)
+            store.repair(findings)
             assert not any((real_root / path).exists() for path in left)
             on_disk = {"sha256:" + p.name for p in content.iterdir()}
             # A create whose layers another operation released leaves its content file (as

@@ -13,7 +13,6 @@ from engine import Engine, unpack_root_a
 from snapshot import references, size
 
 import imagestore
-from imagestore.cli.report import resolve
 
 
 @pytest.fixture
@@ -42,9 +41,9 @@ def test_engine_sees_what_imagestore_wrote(capsys: pytest.CaptureFixture[str], d
                                            engine: Engine, index: Path) -> None:
     root = data_root / "image" / "vfs"
     with imagestore.open(root, index) as store:
-        web = resolve(store, "web:1.0")
-        devbase = resolve(store, "devbase:1.0")
-        web_alt = resolve(store, "web-alt:1.0")
+        web = store.resolve("web:1.0")
+        devbase = store.resolve("devbase:1.0")
+        web_alt = store.resolve("web-alt:1.0")
         dangling = next(i for i, _ in store.heads().items() if not references(store, i))
         config = json.loads(store.get(web).raw)
         config["comment"] = "created by imagestore"

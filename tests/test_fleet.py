@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,10 +25,11 @@ from conftest import copy_tree
 from pg import create_database, postgres_server
 
 import imagestore
-from imagestore.cli import report
 from imagestore.index import Index, listing
 from imagestore.index.backends import sqlite as sqlite_backend
+from imagestore.index.location import HEAD
 from imagestore.moby.redact import REDACTED, redact_config
+from imagestore.service import listing as report
 
 DATA = Path(__file__).parent / "data" / "docker-20.10-vfs" / "image" / "vfs"
 GENERATOR = Path(__file__).resolve().parent.parent / "bench" / "gen_imagedb.py"
@@ -138,7 +140,7 @@ def test_a_write_through_one_store_changes_only_it(fleet: list[Path], shared_ind
     with imagestore.open(roots[1], shared_index, name="w1") as other:
         before = listing.contents(other.index)
     with imagestore.open(roots[0], shared_index, name="w0") as store:
-        web = report.resolve(store, "web:1.0")
+        web = store.resolve("web:1.0")
         cfg = json.loads(store.get(web).raw)
         cfg["comment"] = "only in w0"
         new = store.create(json.dumps(cfg).encode())
@@ -275,3 +277,81 @@ def test_a_frozen_index_without_the_store_says_so(real_root: Path, tmp_path: Pat
         assert store.index.frozen and len(store) == 39
     with pytest.raises(imagestore.NoSuchStore, match="no store named 'elsewhere'"):
         imagestore.open(real_root, index, name="elsewhere")
+
+
+def _pg_flag(index: str) -> list[str]:
+    """``sql`` on the test server runs as its superuser: allowed only when said so."""
+    return ["--allow-privileged-role"] if index.startswith("postgresql") else []
+
+
+def test_a_name_another_root_holds_is_refused_unless_moved(
+        fleet: list[Path], shared_index: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23, item 2: ``--name host-a`` on root B took root A's store (``stores`` showed
+    A's root with B's count, and opening A flipped it back). Now the name is A's until moved
+    with ``--rename-root``, after which it is B's, with B's images only."""
+    a, b = fleet[0], fleet[1]
+    assert run_cli(capsys, a, "--index", shared_index, "--name", "host-a", "sync").code == 0
+    refused = run_cli(capsys, b, "--index", shared_index, "--name", "host-a", "ls")
+    assert refused.code == 1 and refused.out == ""
+    assert refused.err.count("\n") == 1
+    assert f"store name 'host-a' belongs to {os.path.realpath(a)} on host " \
+           f"{socket.gethostname()}" in refused.err and "--rename-root" in refused.err
+    with pytest.raises(imagestore.StoreNameTaken) as taken:  # the library says the same
+        imagestore.open(b, shared_index, name="host-a")
+    assert (taken.value.root, taken.value.host) == (os.path.realpath(a), socket.gethostname())
+    listed = run_cli(capsys, None, "--index", shared_index, "stores", "--json").json()
+    assert [(r["root"], r["images"]) for r in listed] == [(os.path.realpath(a), 39)]
+
+    moved = run_cli(capsys, b, "--index", shared_index, "--name", "host-a", "--rename-root",
+                    "ls", "-a", "-q")
+    assert moved.code == 0, moved.err
+    assert len(moved.out.split()) == 400  # B's images, none of A's
+    listed = run_cli(capsys, None, "--index", shared_index, "stores", "--json").json()
+    assert [(r["root"], r["images"]) for r in listed] == [(os.path.realpath(b), 400)]
+    with imagestore.open(b, shared_index, name="host-a") as store:
+        assert len(store) == 400 and store.last_sync is not None
+        assert store.last_sync.added == 0  # moved and read once; now an ordinary store
+    again = run_cli(capsys, a, "--index", shared_index, "--name", "host-a", "ls")
+    assert again.code == 1 and f"belongs to {os.path.realpath(b)}" in again.err  # no flip
+
+    # The same root from another host is another store too.
+    monkeypatch.setattr(socket, "gethostname", lambda: "elsewhere")
+    with pytest.raises(imagestore.StoreNameTaken, match=r"not to .* on elsewhere"):
+        imagestore.open(b, shared_index, name="host-a")
+
+
+def test_sql_info_and_stores_run_on_the_index_alone(
+        fleet: list[Path], shared_index: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23, item 3: ``--index URL sql`` exited 2 ("no store given"). Without a root,
+    ``sql``, ``info`` and ``stores`` read the index as it stands (no root is synced), and a
+    store whose root is gone is still read by ``--name``, and forgotten by ``stores rm``."""
+    gone = copy_tree(DATA, tmp_path / "gone" / "image" / "vfs")
+    imagestore.open(gone, shared_index, name="gone").close()
+    kept = copy_tree(DATA, tmp_path / "kept" / "image" / "vfs")
+    imagestore.open(kept, shared_index, name="kept").close()
+    for content in list((kept / "imagedb/content/sha256").iterdir())[:5]:
+        content.unlink()  # the index alone is read: this is not synced
+    shutil.rmtree(tmp_path / "gone")
+
+    def cli(*args: str) -> Any:
+        result = run_cli(capsys, None, "--index", shared_index, *args)
+        assert result.code == 0, result.err
+        return result.json()
+
+    query = "SELECT store, images FROM store_summary ORDER BY store"
+    assert cli("sql", query, "--json", *_pg_flag(shared_index)) == [
+        {"store": "gone", "images": 39}, {"store": "kept", "images": 39}]
+    info = cli("info", "--json")
+    assert (info["stores"], info["images"]) == (2, 78)
+    assert info["revision"] == HEAD
+    named = cli("--name", "gone", "info", "--json")
+    assert (named["root"], named["store"], named["images"]) == (str(gone), "gone", 39)
+    assert len(cli("--name", "gone", "ls", "-a", "--json")) == 39
+    assert [r["name"] for r in cli("stores", "--json")] == ["gone", "kept"]
+    forgot = run_cli(capsys, None, "--index", shared_index, "stores", "rm", "gone")
+    assert forgot.code == 0 and "gone" in forgot.out
+    assert [r["name"] for r in cli("stores", "--json")] == ["kept"]
+    missing = run_cli(capsys, None, "--index", shared_index, "--name", "gone", "ls")
+    assert missing.code == 1 and "no store named 'gone'" in missing.err

@@ -10,7 +10,6 @@ import pytest
 from cli_helpers import run_cli
 
 import imagestore
-from imagestore.cli.report import resolve
 from imagestore.moby.digest import digest_of
 
 
@@ -52,12 +51,10 @@ def test_fsck_lists_each_problem_with_an_action(capsys: pytest.CaptureFixture[st
 def test_index_disagreeing_with_disk_is_found(capsys: pytest.CaptureFixture[str],
                                               real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        image_id = resolve(store, "web:prod")
+        image_id = store.resolve("web:prod")
     (real_root / "imagedb/content/sha256" / image_id[7:]).unlink()  # behind the index's back
     with imagestore.open(real_root, index, sync=False) as store:
-        from imagestore.cli.fsck import check
-
-        findings = check(store)
+        findings = store.check()
     assert any(f.check == "index" and f.path == image_id for f in findings)
 
 

@@ -20,7 +20,6 @@ from test_prune import apparent
 from test_rm import Killed, overlay_root
 
 import imagestore
-from imagestore.cli.report import resolve, untag
 from imagestore.moby.drivers import Driver
 
 ROOT_A_BUILDKIT = ROOT_A.with_name("root-A-buildkit.tar.xz")
@@ -121,7 +120,7 @@ def test_an_unfinished_delete_is_one_finding_and_repair_releases_its_data(
     data_root = unpack_root_a(tmp_path)
     root = data_root / "image" / "vfs"
     with imagestore.open(root, index) as store:
-        image_id = resolve(store, "committed:1")
+        image_id = store.resolve("committed:1")
         chain = store.get(image_id).chain_id
         assert chain is not None
         cache = (root / "layerdb/sha256" / chain[7:] / "cache-id").read_text()
@@ -129,7 +128,7 @@ def test_an_unfinished_delete_is_one_finding_and_repair_releases_its_data(
         def crash(self: Driver, driver_id: str) -> int:
             raise Killed("killed between the rename and the release")
 
-        untag(store, image_id)
+        store.drop_references([image_id])
         with monkeypatch.context() as m:
             m.setattr(Driver, "release", crash)
             with pytest.raises(Killed):

@@ -19,7 +19,6 @@ from snapshot import references
 from sqlalchemy import text
 
 import imagestore
-from imagestore.cli.report import resolve
 from imagestore.moby.digest import digest_of
 
 CONTENT = "imagedb/content/sha256/"
@@ -66,7 +65,7 @@ def test_hostile_configs_are_skipped_and_recorded(empty_root: Path, index: Path)
 
 def test_hostile_layerdb_and_references(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        web = store.get(resolve(store, "web:1.0"))
+        web = store.get(store.resolve("web:1.0"))
         before = len(store)
     top = real_root / LAYERS / web.chain_id[7:]  # type: ignore[index]
     (top / "size").write_text("12abc")
@@ -158,7 +157,7 @@ def test_any_ref_resolves_or_fails_cleanly(real_root: Path, ref: str) -> None:
                          sync=False) as store:
         before = sorted(os.listdir(real_root))
         try:
-            image_id = resolve(store, ref)
+            image_id = store.resolve(ref)
         except (imagestore.ImageNotFound, imagestore.AmbiguousImageID):
             pass
         else:

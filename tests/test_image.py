@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from imagestore import Image, InvalidImageConfig
 from imagestore.moby import image as image_module
 from imagestore.moby.digest import digest_of
-from imagestore.moby.image import _parse_time, check_history, format_time, parse_config, parse_time
+from imagestore.moby.gotime import _parse_time, format_time, parse_time
+from imagestore.moby.image import check_history, parse_config
 
 SAMPLE_IMAGE_JSON = (
     b'{\n\t"architecture": "amd64",\n\t"os": "linux",\n\t"config": {},\n\t"rootfs": {\n'

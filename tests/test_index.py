@@ -15,8 +15,6 @@ from snapshot import rebuilt, snapshot
 from sqlalchemy import select
 
 import imagestore
-from imagestore.cli.fsck import check, repair
-from imagestore.cli.report import resolve
 from imagestore.index import schema
 from imagestore.index.backends import sqlite as sqlite_dialect
 from imagestore.index.fastread import SQLiteReader
@@ -45,7 +43,7 @@ def test_warns_when_others_can_read_the_index(real_root: Path, index: Path) -> N
 
 def test_deleting_the_index_rebuilds_the_same_state(real_root: Path, index: Path) -> None:
     with imagestore.open(real_root, index) as store:
-        store.delete(resolve(store, "web:prod"))
+        store.delete(store.resolve("web:prod"))
         before = snapshot(store)
     for suffix in ("", "-wal", "-shm"):
         Path(str(index) + suffix).unlink(missing_ok=True)
@@ -77,10 +75,10 @@ def test_writes_refused_while_dockerd_owns_the_root(real_root: Path, tmp_path: P
         with imagestore.open(root, index) as store:
             assert len(store) == 39  # reading is fine
             with pytest.raises(imagestore.DaemonRunning, match=f"pid {daemon.pid}"):
-                store.delete(resolve(store, "web:prod"))
-            assert (root / "imagedb/content/sha256" / resolve(store, "web:prod")[7:]).exists()
+                store.delete(store.resolve("web:prod"))
+            assert (root / "imagedb/content/sha256" / store.resolve("web:prod")[7:]).exists()
         with imagestore.open(root, index, force=True) as store:
-            store.set_built_locally(resolve(store, "web:prod"))
+            store.set_built_locally(store.resolve("web:prod"))
         refused = subprocess.run(
             [sys.executable, "-m", "imagestore.cli", "--root", str(root), "--index", str(index),
              "rm", "web:prod"], capture_output=True, text=True, timeout=60)
@@ -110,7 +108,7 @@ def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(real_root: P
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 10_000
         # The parent edge goes with its image (ON DELETE CASCADE needs foreign_keys on).
-        image_id = resolve(store, "web:prod")
+        image_id = store.resolve("web:prod")
         conn.exec_driver_sql("DELETE FROM images WHERE id = ?", (image_id,))
         left = conn.exec_driver_sql("SELECT count(*) FROM image_parents WHERE child_id = ?",
                                     (image_id,)).scalar()
@@ -168,10 +166,10 @@ def test_no_sync_removes_crash_leftovers_fsck_repair_does(
             assert len(store) == 39
             assert {p.path: p.kind for p in store.sync().problems} == expected
     with imagestore.open(real_root, index) as store:
-        findings = check(store)
+        findings = store.check()
         assert {f.path for f in findings if f.check == "temp-file"} == {
             *expected, "layerdb/sha256/" + leftovers[2].name}
-        repair(store, findings)
+        store.repair(findings)
         assert not any(p.exists() for p in leftovers)
         again = store.sync()
         assert (again.added, again.removed, again.changed) == (0, 0, 0)

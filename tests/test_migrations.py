@@ -20,12 +20,12 @@ from pytest_alembic.tests import (  # noqa: F401 - pytest collects these built-i
 from sqlalchemy import Engine, create_engine, inspect, text
 
 import imagestore
-from imagestore.cli import report
 from imagestore.index import Index
 from imagestore.index import engine as db
 from imagestore.index.backends import for_url
 from imagestore.index.location import HEAD
 from imagestore.moby.root import Root
+from imagestore.service import listing as report
 from imagestore.sync import run
 
 

@@ -15,10 +15,9 @@ from snapshot import rebuilt, snapshot
 from sqlalchemy import inspect, text
 
 import imagestore
-from imagestore.cli import report
-from imagestore.cli.report import resolve
 from imagestore.index import engine as db
 from imagestore.index.location import HEAD
+from imagestore.service import listing as report
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +51,14 @@ def test_real_store_on_postgresql_matches_sqlite(real_root: Path, pg_url: str,
 def test_writes_and_incremental_sync_on_postgresql(real_root: Path, pg_url: str,
                                                    tmp_path: Path) -> None:
     with imagestore.open(real_root, pg_url) as store:
-        web = resolve(store, "web:1.0")
+        web = store.resolve("web:1.0")
         cfg = json.loads(store.get(web).raw)
         cfg["comment"] = "on postgresql"
         new = store.create(json.dumps(cfg).encode())
         store.set_parent(new, web)
         with pytest.raises(imagestore.ImageStoreError, match="cycle"):
             store.set_parent(web, new)
-        released = store.delete(resolve(store, "scratchy:latest"))
+        released = store.delete(store.resolve("scratchy:latest"))
         assert [m.chain_id for m in released] == []  # its layer is shared with the old head
         (real_root / "imagedb/content/sha256" / new[7:]).unlink()  # behind the index's back
         result = store.sync()

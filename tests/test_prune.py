@@ -22,7 +22,6 @@ from cli_helpers import run_cli
 from engine import ROOT_A, Engine, unpack_root_a
 
 import imagestore
-from imagestore.cli.report import resolve
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -80,18 +79,31 @@ def prune_flags(filters: dict[str, list[str]]) -> list[str]:
                     for v in values for a in ("--filter", f"{key}={v}")]
 
 
-# Each step runs on the state the previous ones left, on both copies; the engine answers
-# through its API (exact JSON), or through its CLI (the text docker users read).
-STEPS: list[tuple[dict[str, list[str]], bool]] = [
-    ({"dangling": ["true"], "label!": ["org.example.app"]}, False),
-    # web:1.0 is untagged, then its delete is refused (it has a child): the untag stays done.
-    ({"dangling": ["false"], "label": ["org.example.app=web"],
-      "until": ["2026-11-30T00:04:40Z"]}, False),
-    ({"dangling": ["false"], "label": ["org.example.app"], "label!": ["org.example.app=web"]},
-     True),
-    ({"dangling": ["false"], "until": ["24h"]}, False),
-    ({"dangling": ["true"]}, True),
-]
+def newest_created(data_root: Path) -> datetime:
+    """The newest ``created`` among the root's image configs."""
+    content = data_root / "image" / "vfs" / "imagedb" / "content" / "sha256"
+    return max(datetime.fromisoformat(json.loads(p.read_bytes())["created"][:19] + "+00:00")
+               for p in content.iterdir())
+
+
+def steps(newest: datetime) -> list[tuple[dict[str, list[str]], bool]]:
+    """Each step runs on the state the previous ones left, on both copies; the engine
+    answers through its API (exact JSON), or through its CLI (the text docker users read).
+
+    Times come from the fixture, never from today's date: ``until`` as a duration reaches
+    an hour past the newest image (the engine and imagestore each subtract it from their own
+    clock, seconds apart), so every image is old enough, whenever the test runs."""
+    margin = datetime.now(timezone.utc) - newest - timedelta(hours=1)
+    return [
+        ({"dangling": ["true"], "label!": ["org.example.app"]}, False),
+        # web:1.0 is untagged, then its delete is refused (it has a child): the untag stays.
+        ({"dangling": ["false"], "label": ["org.example.app=web"],
+          "until": ["2026-11-30T00:04:40Z"]}, False),
+        ({"dangling": ["false"], "label": ["org.example.app"],
+          "label!": ["org.example.app=web"]}, True),
+        ({"dangling": ["false"], "until": [f"{int(margin.total_seconds())}s"]}, False),
+        ({"dangling": ["true"]}, True),
+    ]
 
 
 def unpack(archive: Path, dest: Path) -> Path:
@@ -110,7 +122,7 @@ def test_prune_picks_skips_and_deletes_what_the_engine_does(
     root = ours / "image" / "vfs"
     engine = Engine(theirs).start()
     try:
-        for filters, by_cli in STEPS:
+        for filters, by_cli in steps(newest_created(theirs)):
             flags = prune_flags(filters)
             if by_cli:
                 printed = engine.docker("image", "prune", "-f", *flags).stdout.splitlines()
@@ -194,7 +206,7 @@ def test_unused_for_keeps_images_used_tagged_or_arrived_recently(
     now = datetime.now(timezone.utc)
     with imagestore.open(root, index) as store:
         _age(store, now - timedelta(days=30))
-        web_alt, committed = resolve(store, "web-alt:1.0"), resolve(store, "committed:1")
+        web_alt, committed = store.resolve("web-alt:1.0"), store.resolve("committed:1")
 
     def plan(*flags: str) -> dict[str, dict[str, Any]]:
         result = run_cli(capsys, root, "prune", "-a", "--dry-run", "--json", *flags,

@@ -15,7 +15,6 @@ from snapshot import references, size
 
 import imagestore
 from imagestore import LayerMetadata
-from imagestore.cli.report import resolve
 
 OpenStore = Callable[..., imagestore.Store]
 INSPECT: list[dict[str, Any]] = truth_json("image-inspect.json")
@@ -199,7 +198,7 @@ def test_tags_resolve_like_docker(real_root: Path, open_store: OpenStore) -> Non
     store = open_store(real_root)
     for image_id, truth in TRUTH.items():
         for tag in truth["RepoTags"]:
-            assert resolve(store, tag) == image_id
+            assert store.resolve(tag) == image_id
         assert references(store, image_id) == sorted(truth["RepoTags"])
 
 

@@ -20,7 +20,6 @@ from engine import Engine, unpack_root_a
 from test_prune import apparent, disk
 
 import imagestore
-from imagestore.cli.report import resolve
 from imagestore.errors import ImageStoreError, UnsupportedDriver
 from imagestore.moby import drivers
 from imagestore.moby.drivers import Driver
@@ -192,7 +191,7 @@ def _tree(path: Path) -> dict[str, str]:
 def test_library_delete_releases_driver_data(tmp_path: Path, index: Path) -> None:
     data_root = unpack_root_a(tmp_path)
     with imagestore.open(data_root / "image" / "vfs", index) as store:
-        image_id = resolve(store, "scratchy:latest")
+        image_id = store.resolve("scratchy:latest")
         chain = store.get(image_id).chain_id
         assert chain is not None
         cache = (store.root.layerdb.layers / chain[7:] / "cache-id").read_text()
@@ -220,7 +219,7 @@ def test_an_unknown_driver_is_refused_before_anything_is_deleted(
     assert result.code == 1 and "'zfs'" in result.err
     assert len(result.err.strip().splitlines()) == 1
     with imagestore.open(root, index) as store, pytest.raises(UnsupportedDriver):
-        store.delete(resolve(store, "web:prod"))
+        store.delete(store.resolve("web:prod"))
     assert _tree(root) == before
 
 
@@ -263,7 +262,7 @@ def test_an_interrupted_delete_is_finished_by_the_next_write_not_by_a_read(
     data_root = unpack_root_a(tmp_path)
     root = data_root / "image" / "vfs"
     with imagestore.open(root, index) as store:
-        image_id = resolve(store, "committed:1")  # the only image on its top layer
+        image_id = store.resolve("committed:1")  # the only image on its top layer
         chain = store.get(image_id).chain_id
         assert chain is not None
         cache = (store.root.layerdb.layers / chain[7:] / "cache-id").read_text()
@@ -290,7 +289,7 @@ def test_a_layer_that_fails_to_go_is_reported_after_the_image_is_gone(
         tmp_path: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data_root = unpack_root_a(tmp_path)
     with imagestore.open(data_root / "image" / "vfs", index) as store:
-        image_id = resolve(store, "committed:1")
+        image_id = store.resolve("committed:1")
 
         def fail(self: Driver, driver_id: str) -> int:
             raise OSError(5, "Input/output error")

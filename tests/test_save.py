@@ -27,9 +27,9 @@ from imagestore.moby.archive import (
     save_to_path,
     tags_in_root,
 )
-from imagestore.moby.image import parse_time
+from imagestore.moby.gotime import go_time, parse_time
 from imagestore.moby.references import parse_repositories
-from imagestore.moby.save_go import CURRENT, go_string, go_time, tar_header
+from imagestore.moby.save_go import CURRENT, go_string, tar_header
 from imagestore.moby.tarsplit import LayerError
 
 SAVED = Path(__file__).parent / "data" / "docker-20.10-vfs" / "saved"

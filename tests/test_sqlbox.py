@@ -69,3 +69,39 @@ def test_reads_answer_with_columns_and_bound_values(synced: Index) -> None:
 def test_a_bad_query_is_one_error_naming_the_problem(synced: Index) -> None:
     with pytest.raises(ImageStoreError, match="no such table: missing_table"):
         synced.sql("SELECT * FROM missing_table")
+
+
+@pytest.mark.parametrize(("query", "name"), [
+    ("SELECT hex(fts3_tokenizer('simple'))", "fts3_tokenizer"),  # a pointer of the process
+    ("SELECT fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer"),
+    ("SELECT x FROM (SELECT FTS3_TOKENIZER('simple') AS x)", "fts3_tokenizer"),
+    ("SELECT sqlite_compileoption_get(0)", "sqlite_compileoption_get"),  # refused by default
+    ("SELECT sqlite_log(1, 'x')", "sqlite_log"),
+    ("SELECT load_extension('/nonexistent.so')", "load_extension"),
+    ("WITH t(x) AS (SELECT zeroblob(10)) SELECT length(x) FROM t", "zeroblob"),
+])
+def test_functions_off_the_allow_list_are_refused(synced: Index, query: str,
+                                                  name: str) -> None:
+    """The sandbox is an allow-list of functions: SQLite's ``fts3_tokenizer`` (and whatever
+    function the next build adds) is refused, by name."""
+    with pytest.raises(ImageStoreError, match=rf"^sql: function {name}\(\) is not allowed"):
+        synced.sql(query)
+    with pytest.raises(ImageStoreError, match=r"is not allowed"):
+        synced.backend.readonly_query(synced.engine, query, ())
+
+
+def test_the_allowed_functions_answer(synced: Index) -> None:
+    query = ("SELECT abs(-1), upper('a'), json_extract('{\"a\": 2}', '$.a'), '{\"b\": 3}' ->> 'b', "
+             "julianday('2000-01-01'), strftime('%Y', '2000-01-01'), sqrt(16), "
+             "coalesce(NULL, 1), iif(1, 'y', 'n'), printf('%d', 5), 'ab' LIKE 'a%', "
+             "count(*) OVER (), row_number() OVER () FROM images LIMIT 1")
+    assert list(synced.sql(query)[1]) == [(1, "A", 2, 3, 2451544.5, "2000", 4.0, 1, "y", "5",
+                                            1, 39, 1)]
+
+
+def test_every_view_reads_through_the_sandbox(synced: Index) -> None:
+    """The views call functions too (``group_concat``, ``max``…): all on the list."""
+    for view in ("image_list", "image_layers", "layer_usage", "sync_problems", "store_summary",
+                 "layer_stores", "shared_layers", "tag_list"):
+        columns, rows = synced.sql(f"SELECT * FROM {view}")
+        assert columns and list(rows) is not None

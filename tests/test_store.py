@@ -26,7 +26,6 @@ from imagestore import (
     LayerNotFound,
     ReadOnlyStore,
 )
-from imagestore.cli.report import resolve, untag
 from imagestore.index import schema
 from imagestore.index.fastread import SQLiteReader
 from imagestore.moby.digest import digest_of
@@ -581,7 +580,7 @@ def test_readonly_never_writes_the_root(empty_root: Path, open_store: OpenStore,
         lambda: store.set_parent(bare, base),
         lambda: store.set_last_updated(base),
         lambda: store.set_built_locally(top),
-        lambda: untag(store, top),
+        lambda: store.drop_references([top]),
     ]
     for call in calls:
         with pytest.raises(ReadOnlyStore) as info:
@@ -597,12 +596,12 @@ def test_readonly_real_store_is_left_alone(real_root: Path, open_store: OpenStor
     before = snapshot(real_root)
     store = open_store(real_root, readonly=True)
     assert len(store) == 39
-    tagged = resolve(store, "web:1.0")
+    tagged = store.resolve("web:1.0")
     heads = sorted(store.heads())
     parent = store.get_parent(tagged)
     calls: list[Callable[[], object]] = [
         lambda: store.delete(tagged),
-        lambda: untag(store, tagged),
+        lambda: store.drop_references([tagged]),
         lambda: store.set_parent(heads[0], heads[1]),
         lambda: store.set_last_updated(tagged),
         lambda: store.set_built_locally(tagged),
@@ -613,7 +612,7 @@ def test_readonly_real_store_is_left_alone(real_root: Path, open_store: OpenStor
             call()
     assert len(store) == 39
     assert store.get_parent(tagged) == parent
-    assert resolve(store, "web:1.0") == tagged
+    assert store.resolve("web:1.0") == tagged
     assert snapshot(real_root) == before
 
 
@@ -664,17 +663,17 @@ def test_fetch_reads_one_snapshot_through_the_plain_reader(real_root: Path, inde
 def test_untag_rewrites_references_and_refuses_a_corrupt_file(real_root: Path,
                                                                open_store: OpenStore) -> None:
     store = open_store(real_root)
-    target = resolve(store, "web:1.0")
+    target = store.resolve("web:1.0")
     refs = references(store, target)
     assert "web:1.0" in refs
-    assert untag(store, target) == refs
+    assert store.drop_references([target]) == refs
     assert references(store, target) == []
     doc = json.loads((real_root / "repositories.json").read_bytes())
     assert target not in {i for entries in doc["Repositories"].values() for i in entries.values()}
     assert all(doc["Repositories"].values())  # a repository left empty is gone
-    other = resolve(store, next(r for e in doc["Repositories"].values() for r in e))
+    other = store.resolve(next(r for e in doc["Repositories"].values() for r in e))
     corrupt = b'{"Repositories": ["not", "an", "object"]}'
     (real_root / "repositories.json").write_bytes(corrupt)
     with pytest.raises(ImageStoreError, match="is corrupt; not rewriting it"):
-        untag(store, other)
+        store.drop_references([other])
     assert (real_root / "repositories.json").read_bytes() == corrupt

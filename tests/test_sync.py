@@ -24,7 +24,6 @@ from snapshot import references
 
 import imagestore
 from imagestore import ImageNotFound
-from imagestore.cli.report import resolve
 from imagestore.moby.digest import chain_ids, digest_of
 from imagestore.sync.compact import pack_ids, unpack_ids
 
@@ -237,7 +236,7 @@ def test_layer_folders_are_listed_only_when_their_folder_moved(
     assert len(listings) == 1
     sync()
     assert len(listings) == 1  # settled and unchanged: not listed
-    web = store.get(resolve(store, "web:1.0"))
+    web = store.get(store.resolve("web:1.0"))
     top = layers / hex_(web.chain_id or "")
     hidden = real_root / "layerdb" / top.name
     top.rename(hidden)  # moves the folder's mtime to now: too recent to trust
@@ -436,22 +435,22 @@ def test_removed_layer_drops_images_until_it_returns(real_root: Path,
 def test_changed_repositories_json(real_root: Path, open_store: OpenStore) -> None:
     store = open_store(real_root)
     target = sorted(store.map())[0]
-    assert resolve(store, "web:1.0") != target
+    assert store.resolve("web:1.0") != target
     repos = {"Repositories": {"web": {"web:1.0": target}, "fresh": {"fresh:tag": target}}}
     path = real_root / "repositories.json"
     path.write_text(json.dumps(repos))
     touch_unique(path)
     store.sync()
-    assert resolve(store, "web:1.0") == target
-    assert resolve(store, "fresh:tag") == target
+    assert store.resolve("web:1.0") == target
+    assert store.resolve("fresh:tag") == target
     assert references(store, target) == ["fresh:tag", "web:1.0"]
     with pytest.raises(ImageNotFound):
-        resolve(store, "api:1.0")
+        store.resolve("api:1.0")
     path.unlink()
     store.sync()
     assert references(store, target) == []
     with pytest.raises(ImageNotFound):
-        resolve(store, "web:1.0")
+        store.resolve("web:1.0")
 
 
 @settings(max_examples=300)

@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -23,37 +23,60 @@ from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
 
 if TYPE_CHECKING:
     from imagestore.index import Index
+    from imagestore.index.fastread import Result
     from imagestore.reading import Reading
-    from imagestore.store import Store
+    from imagestore.service.host import Host
+
+
+class Whole(Protocol):
+    """An index for what concerns all its stores: ``Index`` or ``QuickWhole``."""
+
+    def stores(self) -> list[dict[str, Any]]: ...
+
+    def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None, *,
+            allow_privileged_role: bool = False) -> Result: ...
+
+    def location(self) -> str: ...
+
+    def revision(self) -> str | None: ...
+
+    def close(self) -> None: ...
 
 
 class Context:
     def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool,
-                 name: str | None = None, keep_env: bool = False) -> None:
+                 name: str | None = None, keep_env: bool = False,
+                 rename_root: bool = False) -> None:
         self.root = root
         self.index = index
         self.readonly = readonly
         self.force = force
         self.name = name
         self.keep_env = keep_env
+        self.rename_root = rename_root
         self.writes = False  # the command asked for a writable store
-        self._store: Store | None = None
+        self._store: Host | None = None
         self._quick: Reading | None = None
         self._quick_failed = False
         self._all: Index | None = None
+        self._whole: Whole | None = None
+        self._named: Reading | None = None
 
     def reader(self) -> Reading:
         """The store for a command that only reads: through the quick index (no SQLAlchemy,
         no write) when it is at the schema head and nothing changed on disk since the last
-        sync, else opened and synced as ``store`` does."""
+        sync, else opened and synced as ``store`` does. Without a root, the store ``--name``
+        names, as the index holds it (``named``)."""
+        if self.root is None and self.name is not None:
+            return self.named()
         if self._store is None and self._quick is None and not self._quick_failed \
-                and self.root is not None:
+                and self.root is not None and not self.rename_root:
             from imagestore.opening import open_quick
 
             self._quick = open_quick(self.root, self.index, name=self.name)
         return self._quick or self.store()
 
-    def store(self, *, write: bool = False, sync: bool = True) -> Store:
+    def store(self, *, write: bool = False, sync: bool = True) -> Host:
         if self.root is None:
             raise click.UsageError("no store given: pass --root DIR or set IMAGESTORE_ROOT")
         self.writes |= write
@@ -63,27 +86,68 @@ class Context:
             with progress_bar() as bar:
                 self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
                                               force=self.force, sync=sync, progress=bar,
-                                              name=self.name, keep_env=self.keep_env)
+                                              name=self.name, keep_env=self.keep_env,
+                                              rename_root=self.rename_root)
         return self._store
+
+    def named(self) -> Reading:
+        """The store ``--name`` names, read as the index holds it: no root is read or synced
+        (it may be gone, or on another host), nothing is written."""
+        if self._named is None:
+            from pathlib import Path
+
+            from imagestore.reading import Reading
+
+            assert self.name is not None
+            index = self.whole_index()
+            self._named = Reading(Path(index.select(self.name).root or "/"), index)
+        return self._named
+
+    def whole(self) -> Whole:
+        """The index with all its stores, as it stands (no root is read, nothing synced):
+        through sqlite3 alone when it is a local file at the schema head, else the engine's
+        (which migrates it)."""
+        if self._whole is None:
+            from imagestore.index.quick import QuickWhole
+
+            self._whole = QuickWhole.open(self._where()) or self.whole_index()
+        return self._whole
 
     def whole_index(self) -> Index:
         """The index with all its stores: ``--index``, or the default index of ``--root``."""
         if self._all is None:
             from imagestore.index import Index
+
+            self._all = Index.open_all(self._where())
+        return self._all
+
+    def _where(self) -> str:
+        if self.index is not None:
+            return self.index
+        if self.root is not None:
             from imagestore.index.location import default_index_path
             from imagestore.moby.root import find_root
 
-            if self.index is not None:
-                where: str = self.index
-            elif self.root is not None:
-                where = str(default_index_path(find_root(self.root)))
-            else:
-                raise click.UsageError("no index given: pass --index PATH|URL (or --root DIR "
-                                       "for that root's default index)")
-            self._all = Index.open_all(where)
-        return self._all
+            return str(default_index_path(find_root(self.root)))
+        raise click.UsageError("no index given: pass --index PATH|URL (or --root DIR for that "
+                               "root's default index)")
+
+    def query(self, query: str, params: Sequence[Any], timeout: float | None, *,
+              allow_privileged_role: bool = False) -> Result:
+        """``sql``: with a root, on its index once the store is up to date (as every command
+        on a store); without one, on the index alone, as it stands."""
+        if self.root is None:
+            return self.whole().sql(query, params, timeout,
+                                    allow_privileged_role=allow_privileged_role)
+        reading = self.reader()
+        if self._store is not None:  # opened by the engine: the index may be a server's
+            return self._store.index.sql(query, params, timeout,
+                                         allow_privileged_role=allow_privileged_role)
+        return reading.index.sql(query, params, timeout)  # the quick index: a local file
 
     def close(self) -> None:
+        if self._whole is not None and self._whole is not self._all:
+            self._whole.close()
         if self._quick is not None:
             self._quick.close()
         if self._store is not None:
@@ -102,10 +166,8 @@ class Context:
         store = self._store
         if store is None or self.readonly:
             raise exc
-        from imagestore.sync import run
-
         warnings.warn(f"{exc}; rebuilding it", stacklevel=2)
-        store.index.rebuild(lambda tx: run(tx, store.root))
+        store.rebuild()
         if self.writes:
             raise ImageStoreError(f"index {store.index.location()} was corrupt and has been "
                                   f"rebuilt from the root; the command may have changed the "
@@ -213,12 +275,16 @@ def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[...
 @click.option("--keep-env", is_flag=True,
               help="On a server index, keep configs' Env values and build arguments "
                    "(redacted by default; a local file keeps them always).")
+@click.option("--rename-root", is_flag=True,
+              help="Give --name to this root although another root holds it (a moved "
+                   "data-root, a disk image mounted elsewhere): the store is read again "
+                   "whole from this root.")
 @click.version_option(imagestore.__version__, prog_name="imagestore")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
-        force: bool, name: str | None, keep_env: bool) -> None:
+        force: bool, name: str | None, keep_env: bool, rename_root: bool) -> None:
     """Docker's image store, read and written without a daemon, with a persistent SQL index."""
-    ctx.obj = Context(root, index, readonly, force, name, keep_env)
+    ctx.obj = Context(root, index, readonly, force, name, keep_env, rename_root)
     ctx.call_on_close(ctx.obj.close)
 
 

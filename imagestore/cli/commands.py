@@ -20,7 +20,7 @@ from imagestore.moby.digest import truncate_id
 from imagestore.moby.files import MAX_FILE_SIZE
 
 if TYPE_CHECKING:
-    from imagestore.sync import SyncReport
+    from imagestore import SyncReport
 
 LS_COLUMNS = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 LS_KEYS = ("id", "repository", "tag", "created", "size", "parent")
@@ -63,12 +63,23 @@ def _problems(result: SyncReport) -> None:
 @output_options()
 @pass_ctx
 def info(ctx: Context, fmt: str | None) -> None:
-    """Where the root and its index are, the schema revision and what the index holds."""
-    store = ctx.reader()
-    with store.index.read() as q:
-        counts = q.counts()
-    data: dict[str, Any] = {"root": str(store.root.path), "index": store.index.location(),
-                            "revision": store.index.revision(), **counts}
+    """Where the root and its index are, the schema revision and what the index holds.
+
+    Without --root: the store --name names, as the index holds it, or with no --name the
+    index itself (its stores and images); nothing is synced."""
+    data: dict[str, Any]
+    if ctx.root is None and ctx.name is None:
+        whole = ctx.whole()
+        rows = whole.stores()
+        data = {"index": whole.location(), "revision": whole.revision(), "stores": len(rows),
+                "images": sum(int(r["images"]) for r in rows)}
+    else:
+        store = ctx.reader()
+        with store.index.read() as q:
+            counts = q.counts()
+        data = {"root": str(store.root.path), "index": store.index.location(),
+                "revision": store.index.revision(), **counts,
+                **({"store": ctx.name} if ctx.root is None else {})}
     emit(data, fmt, lambda d: "".join(f"{k}: {v}\n" for k, v in d.items()))
 
 
@@ -82,11 +93,11 @@ def info(ctx: Context, fmt: str | None) -> None:
 def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc: bool,
            fmt: str | None) -> None:
     """List images like `docker images`."""
-    from imagestore.cli import report
+    from imagestore.service.listing import image_rows
 
     if quiet and fmt:
         raise click.UsageError(f"-q and --{fmt} cannot be combined")
-    rows = report.image_rows(ctx.reader(), all_images=all_images, dangling=dangling)
+    rows = image_rows(ctx.reader(), all_images=all_images, dangling=dangling)
 
     def text(_: Any) -> str:
         # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
@@ -113,10 +124,10 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
 @pass_ctx
 def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
     """Full detail of images, as JSON (like `docker image inspect`)."""
-    from imagestore.cli import report
+    from imagestore.service.listing import inspect as inspected
 
     store = ctx.reader()
-    emit([report.inspect(store, report.resolve(store, r)) for r in refs], "json")
+    emit([inspected(store, store.resolve(r)) for r in refs], "json")
 
 
 @cli.command()
@@ -133,10 +144,8 @@ def search(ctx: Context, term: str) -> None:
 @pass_ctx
 def parent(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the parent ID of an image (nothing when it has none)."""
-    from imagestore.cli import report
-
     store = ctx.reader()
-    emit(store.get_parent(report.resolve(store, ref)), fmt, lambda v: lines([v] if v else []))
+    emit(store.get_parent(store.resolve(ref)), fmt, lambda v: lines([v] if v else []))
 
 
 @cli.command()
@@ -145,10 +154,8 @@ def parent(ctx: Context, ref: str, fmt: str | None) -> None:
 @pass_ctx
 def children(ctx: Context, ref: str, fmt: str | None) -> None:
     """Print the IDs of an image's children."""
-    from imagestore.cli import report
-
     store = ctx.reader()
-    _ids(store.children(report.resolve(store, ref)), fmt)
+    _ids(store.children(store.resolve(ref)), fmt)
 
 
 @cli.command()
@@ -164,10 +171,11 @@ def heads(ctx: Context, fmt: str | None) -> None:
 @pass_ctx
 def tree(ctx: Context, fmt: str | None) -> None:
     """Draw the parent forest, with tags beside the IDs."""
-    from imagestore.cli import report
+    from imagestore.cli.forest import draw_forest
+    from imagestore.service.listing import forest
 
-    roots = report.forest(ctx.reader())
-    emit([r.to_dict() for r in roots], fmt, lambda _: lines(report.draw_forest(roots)))
+    roots = forest(ctx.reader())
+    emit([r.to_dict() for r in roots], fmt, lambda _: lines(draw_forest(roots)))
 
 
 @cli.command()
@@ -193,26 +201,15 @@ def create(ctx: Context, file: Any) -> None:
 def rm(ctx: Context, refs: tuple[str, ...], force_delete: bool, no_prune: bool,
        fmt: str | None) -> None:
     """Remove images as `docker rmi` does: untag, delete, release layers, prune parents."""
-    from imagestore.cli.prune import Daemon, summary
-    from imagestore.errors import ImageNotFound, ImageStoreError
+    from imagestore.errors import ImageNotFound
+    from imagestore.service.delete import remove, summary
 
-    store = ctx.store(write=True)
-    store.check_delete()  # a daemon, a driver, a mount: refused before anything is written
-    daemon = Daemon(store, apply=True)
-    errors: list[ImageStoreError] = []
-    try:
-        for given in refs:
-            try:
-                image_id = daemon.resolve(given)
-                daemon.image_delete(given, image_id, force=force_delete, prune=not no_prune)
-            except ImageStoreError as failed:
-                errors.append(failed)
-    finally:
-        daemon.finish()
-    emit(summary(daemon), fmt, lambda _: lines(
-        f"{kind.capitalize()}: {value}" for kind, value in daemon.done))
-    for failure in daemon.failures:
+    done = remove(ctx.store(write=True), refs, force=force_delete, prune=not no_prune)
+    emit(summary(done.deleter), fmt, lambda _: lines(
+        f"{kind.capitalize()}: {value}" for kind, value in done.deleter.done))
+    for failure in done.deleter.failures:
         click.echo(f"imagestore: warning: {failure}", err=True)
+    errors = done.errors
     for exc in errors:
         click.echo(f"imagestore: {exc}", err=True)
     # docker rmi -f: images not found are not an error
@@ -226,10 +223,8 @@ def rm(ctx: Context, refs: tuple[str, ...], force_delete: bool, no_prune: bool,
 @pass_ctx
 def set_parent(ctx: Context, ref: str, parent_ref: str) -> None:
     """Make PARENT the parent image of REF."""
-    from imagestore.cli import report
-
     store = ctx.store(write=True)
-    store.set_parent(report.resolve(store, ref), report.resolve(store, parent_ref))
+    store.set_parent(store.resolve(ref), store.resolve(parent_ref))
 
 
 @cli.command()
@@ -237,14 +232,20 @@ def set_parent(ctx: Context, ref: str, parent_ref: str) -> None:
 @click.option("-p", "--param", "params", multiple=True, help="A value for a ? placeholder.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
               metavar="SECONDS", help="Stop the query after this long (0: never).")
+@click.option("--allow-privileged-role", is_flag=True,
+              help="On PostgreSQL, run even as a role that can read the server's files or "
+                   "stop other sessions (a superuser, pg_read_server_files, "
+                   "pg_signal_backend...).")
 @output_options("nl", "csv")
 @pass_ctx
 def sql(ctx: Context, query: str, params: tuple[str, ...], timeout: float,
-        fmt: str | None) -> None:
+        allow_privileged_role: bool, fmt: str | None) -> None:
     """Run one read-only SQL query on the index (see the views in the README).
 
-    Rows are printed as they come; Ctrl-C stops the query (exit 130)."""
-    columns, rows = ctx.reader().index.sql(query, params, timeout or None)
+    Without --root it runs on the index alone (--index), as it stands; with one, once that
+    store is up to date. Rows are printed as they come; Ctrl-C stops the query (exit 130)."""
+    columns, rows = ctx.query(query, params, timeout or None,
+                              allow_privileged_role=allow_privileged_role)
     emit(Records(columns, rows), fmt, to_table)
 
 
@@ -264,11 +265,9 @@ def fsck(ctx: Context, repair: bool, layers: bool, fmt: str | None) -> None:
 
     Exit 0 when clean, 1 when something was found (after --repair: when something is left).
     """
-    from imagestore.cli import fsck as checker
-
     store = ctx.store(write=repair)
-    findings = checker.check(store, layers=layers)
-    repaired = checker.repair(store, findings) if repair else []
+    findings = store.check(layers=layers)
+    repaired = store.repair(findings) if repair else []
 
     def text(_: Any) -> str:
         return "".join(f"{'repaired' if f in repaired else f.check}: {f.path}: {f.message} "

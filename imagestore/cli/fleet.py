@@ -21,10 +21,11 @@ STORE_TABLE = (10, 1, 3, " ", 0)
 @output_options("nl", "csv")
 @pass_ctx
 def stores(ctx: Context, fmt: str | None) -> None:
-    """List the stores of the index (--index, or the default index of --root)."""
+    """List the stores of the index (--index, or the default index of --root), as it stands:
+    no root is read or synced."""
     if click.get_current_context().invoked_subcommand is not None:
         return
-    rows = ctx.whole_index().stores()
+    rows = ctx.whole().stores()
 
     def text(_: Any) -> str:
         return table([STORE_COLUMNS, *(

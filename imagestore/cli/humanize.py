@@ -6,16 +6,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from imagestore.errors import InvalidImageConfig
-from imagestore.moby.image import format_time, parse_time
-
-
-def rfc3339(value: str | None) -> str | None:
-    """A stored RFC 3339 time in UTC with ``Z`` (nanoseconds kept as written)."""
-    if not value:
-        return None
-    if value.endswith(("Z", "z")):
-        return value[:-1] + "Z"
-    return format_time(parse_time(value))
+from imagestore.moby.gotime import ZERO_UNIX, parse_time, unix_seconds
 
 
 def human_size(size: float, precision: int = 3) -> str:
@@ -33,8 +24,6 @@ def human_size(size: float, precision: int = 3) -> str:
 _SECOND, _MINUTE, _HOUR = 1_000_000_000, 60_000_000_000, 3_600_000_000_000
 _MIN_DURATION, _MAX_DURATION = -(1 << 63), (1 << 63) - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# Go's zero time.Time (0001-01-01T00:00:00Z) as Unix seconds: docker's "no creation time".
-ZERO_UNIX = -62135596800
 
 
 def _go_div(a: int, b: int) -> tuple[int, int]:
@@ -80,11 +69,6 @@ def human_duration(d: int) -> str:
     return f"{int(_go_float(d, _HOUR)) // 24 // 365} years"
 
 
-def unix_seconds(when: datetime) -> int:
-    """Go's ``Time.Unix()``: whole seconds since the epoch, rounded down."""
-    return (when - _EPOCH) // timedelta(seconds=1)
-
-
 def human_since(when: str | None, now: datetime | None = None) -> str:
     """The CREATED column of ``docker images``: ``units.HumanDuration(time.Now().UTC().Sub(
     time.Unix(created, 0))) + " ago"``, and "N/A" for the zero time (docker/cli 20.10,
@@ -126,5 +110,4 @@ def since_formatter(now: datetime | None = None) -> Callable[[str | None], str]:
     return since
 
 
-__all__ = ["ZERO_UNIX", "human_duration", "human_since", "human_size", "rfc3339",
-           "since_formatter", "unix_seconds"]
+__all__ = ["human_duration", "human_since", "human_size", "since_formatter"]

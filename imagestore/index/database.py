@@ -54,13 +54,14 @@ class Index:
         self._lock = lock
         self._store = store
         self.redact = redact
+        self.moved = False  # the store's name was given to this root: read it again whole
         self._reader = backend.fast_reader(engine)
 
     @classmethod
     def open(cls, index: str | os.PathLike[str] | None, image_root: Path, *, readonly: bool,
              fill: Callable[[Writer], None] | None = None,
              forbidden: Sequence[Path] = (), name: str | None = None,
-             keep_env: bool = False) -> Index:
+             keep_env: bool = False, rename_root: bool = False) -> Index:
         """The store of ``image_root`` (named ``name``, default ``HOST:/real/path``) in the
         index ``index`` (``None``: the default file for ``image_root``, a path, or an
         SQLAlchemy URL), created and migrated as needed. A new index is filled by ``fill``
@@ -68,7 +69,9 @@ class Index:
         file inside one of the ``forbidden`` folders is refused before anything is done.
 
         An index on a server (not a local file) stores configs with their Env values and
-        build arguments redacted, unless ``keep_env``."""
+        build arguments redacted, unless ``keep_env``. A name that belongs to another root
+        is refused (``StoreNameTaken``) unless ``rename_root``, which gives it to this root
+        (``moved`` is then set: the store's rows are another root's until read again)."""
         who = identity(image_root, name)
         backend = for_url(index_url(index, image_root))
         redact = backend.SHARED and not keep_env
@@ -88,11 +91,22 @@ class Index:
                          fill=filled if fill is not None else None, identity=who)
         opened = cls(backend, engine, lock, redact=redact)
         try:
-            opened._store = opened._claim(who)
+            opened._store = opened._claim(who, move=rename_root)
         except BaseException:
             opened.close()
             raise
         return opened
+
+    def select(self, name: str) -> Identity:
+        """See the store ``name`` from now on, as the index holds it (its root is not read,
+        nor needed: it may be gone, or on another host); its identity, root included."""
+        with self.engine.connect() as conn:
+            found = stores.find(conn, name)
+            if found is None:
+                raise NoSuchStore(name, f"index {self.location()} holds no store named "
+                                        f"{name!r}")
+            self._store = found
+            return stores.identity_of(conn, found.id)
 
     @classmethod
     def open_all(cls, index: str | os.PathLike[str]) -> Index:
@@ -103,18 +117,24 @@ class Index:
         lock = backend.lock_path(state_dir(), Path("/"))
         return cls(backend, prepare(backend, readonly=True, lock=lock), lock)
 
-    def _claim(self, who: Identity) -> StoreInfo:
-        """This store's row, made (or adopted from an older index) in a short transaction of
-        its own when it is not there yet."""
+    def _claim(self, who: Identity, *, move: bool = False) -> StoreInfo:
+        """This store's row, made (or adopted from an older index, or moved from another
+        root with ``move``) in a short transaction of its own when it is not there yet."""
         with self.engine.connect() as conn:
             found = stores.find(conn, who.name)
-        if found is not None:
+            owner = None if found is None else stores.identity_of(conn, found.id)
+        if found is not None and owner is not None \
+                and stores.check_owner(owner, who, move=move):
             return found
         if self.frozen:
             raise NoSuchStore(who.name, f"index {self.location()} holds no store named "
-                                        f"{who.name!r} and cannot be written")
+                                        f"{who.name!r} and cannot be written") \
+                if found is None else IndexUnavailable(f"index {self.location()} cannot be "
+                                                       f"written: the store cannot be moved")
         with self._locked(store=None) as conn:
-            return stores.claim(conn, who, redacted=self.redact)
+            info = stores.claim(conn, who, redacted=self.redact, move=move)
+        self.moved = found is not None
+        return info
 
     @property
     def store(self) -> StoreInfo:
@@ -255,12 +275,15 @@ class Index:
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
 
-    def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None
-            ) -> Result:
+    def sql(self, query: str, params: Sequence[Any] = (), timeout: float | None = None, *,
+            allow_privileged_role: bool = False) -> Result:
         """One read-only statement through the sandbox: its columns, and its rows as they
-        come (stopped after ``timeout`` seconds)."""
+        come (stopped after ``timeout`` seconds). On a server, a role that could reach past
+        the database (a superuser, ``pg_read_server_files``, ``pg_signal_backend``…) is
+        refused unless ``allow_privileged_role``."""
         try:
-            columns, rows = sqlbox.run(self.backend, self.engine, query, params, timeout)
+            columns, rows = sqlbox.run(self.backend, self.engine, query, params, timeout,
+                                       allow_privileged_role=allow_privileged_role)
         except _DB_ERRORS as exc:
             raise self._damaged(exc) from None
 

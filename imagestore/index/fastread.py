@@ -35,11 +35,42 @@ _STAMP = ("UPDATE stores SET last_sync = :now WHERE id = :s "
 STAMP_TIMEOUT_S = 0.05
 # Column names and rows of a query (the rows as they come).
 Result = tuple[list[str], Iterator[tuple[Any, ...]]]
-# What ``sql`` may do: read tables and call functions, nothing else.
+# What ``sql`` may do: read tables and call the functions below, nothing else.
 _READ_ACTIONS = {
-    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+    sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
+# The functions ``sql`` may call: SQLite's core, date, math, JSON, aggregate and window
+# functions, each a pure computation on its arguments. An allow-list, not a deny-list: SQLite
+# builds carry functions that are not (``fts3_tokenizer`` hands out a pointer of the process,
+# ``load_extension`` loads code, ``sqlite_log`` writes to the error log, the FTS and R-tree
+# helpers parse blobs), and a function a newer SQLite adds stays refused until listed here.
+ALLOWED_FUNCTIONS = frozenset((
+    # core
+    "->", "->>", "abs", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "if",
+    "ifnull", "iif", "instr", "length", "like", "likelihood", "likely", "lower", "ltrim", "max",
+    "min", "nullif", "octet_length", "printf", "quote", "random", "replace", "round", "rtrim",
+    "sign", "soundex", "sqlite_source_id", "sqlite_version", "substr", "substring", "trim",
+    "typeof", "unhex", "unicode", "unistr", "unistr_quote", "unlikely", "upper",
+    # date
+    "date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff", "current_date",
+    "current_time", "current_timestamp",
+    # math
+    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh",
+    "degrees", "exp", "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power",
+    "radians", "sin", "sinh", "sqrt", "tan", "tanh", "trunc",
+    # json
+    "json", "json_array", "json_array_length", "json_error_position", "json_extract",
+    "json_insert", "json_object", "json_patch", "json_pretty", "json_quote", "json_remove",
+    "json_replace", "json_set", "json_type", "json_valid", "json_group_array", "json_group_object",
+    "jsonb", "jsonb_array", "jsonb_extract", "jsonb_insert", "jsonb_object", "jsonb_patch",
+    "jsonb_remove", "jsonb_replace", "jsonb_set", "jsonb_group_array", "jsonb_group_object",
+    # aggregate
+    "avg", "count", "group_concat", "string_agg", "sum", "total", "median", "percentile",
+    "percentile_cont", "percentile_disc",
+    # window
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+    "first_value", "last_value", "nth_value",
+))
 
 
 class FastReader(ABC):
@@ -162,8 +193,14 @@ def readonly_query(path: Path, sql: str, params: Sequence[Any],
     conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30)
     deadline = None if not timeout else time.monotonic() + timeout
     expired: list[bool] = []
+    refused: list[str] = []
 
-    def authorizer(action: int, *_args: object) -> int:
+    def authorizer(action: int, _arg1: str | None, arg2: str | None, *_rest: object) -> int:
+        if action == sqlite3.SQLITE_FUNCTION:
+            if (arg2 or "").lower() in ALLOWED_FUNCTIONS:
+                return sqlite3.SQLITE_OK
+            refused.append(arg2 or "")
+            return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
 
     def too_long() -> int:
@@ -178,6 +215,10 @@ def readonly_query(path: Path, sql: str, params: Sequence[Any],
         cur = conn.execute(sql, tuple(params))
     except BaseException as exc:
         conn.close()
+        if refused and isinstance(exc, sqlite3.DatabaseError):
+            raise ImageStoreError(f"sql: function {refused[0][:100]}() is not allowed (the "
+                                  f"sandbox allows SQLite's built-in functions that only "
+                                  f"compute)") from None
         raise _sql_error(exc, timeout, bool(expired)) from None
     columns = [d[0] for d in cur.description or ()]
 
@@ -204,6 +245,7 @@ def _sql_error(exc: BaseException, timeout: float | None, expired: bool) -> Base
 
 
 __all__ = [
+    "ALLOWED_FUNCTIONS",
     "APPLICATION_ID",
     "FastReader",
     "Result",

@@ -79,12 +79,13 @@ def default_index_path(root: Path) -> Path:
     return state_dir() / f"{slug}-{hashlib.sha256(real.encode()).hexdigest()[:12]}.sqlite"
 
 
-def sqlite_file(index: str | os.PathLike[str] | None, root: Path) -> Path | None:
+def sqlite_file(index: str | os.PathLike[str] | None, root: Path | None = None
+                ) -> Path | None:
     """The local SQLite file ``index`` names (``None``: the default file of ``root``, a path,
     or a plain ``sqlite:///`` URL); ``None`` for anything else (a server, a URL with options),
     which only the engine can tell."""
     if index is None:
-        return default_index_path(root)
+        return None if root is None else default_index_path(root)
     text = os.fspath(index)
     if not text.strip():
         return None

@@ -37,6 +37,11 @@ _ANCESTORS = (
     "SELECT p.parent_id FROM image_parents p JOIN up ON p.store_id = :s AND p.child_id = up.id) "
     "SELECT id FROM up"
 )
+# Every store of the index, by name, with its image count (``stores``): asked through
+# SQLAlchemy and through a bare sqlite3 connection alike.
+STORE_KEYS = ("name", "host", "root", "driver", "images", "last_sync")
+STORE_LISTING = ("SELECT s.name, s.host, s.root, s.driver, (SELECT count(*) FROM images i "
+                 "WHERE i.store_id = s.id) AS images, s.last_sync FROM stores s ORDER BY s.name")
 # Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
 # key's index (tests/test_search.py checks the plan).
 PREFIX_SQL = ("SELECT id FROM images WHERE store_id = :s AND id >= :lo AND id < :hi "
@@ -246,5 +251,5 @@ def layer_of(lt: Any, t: Any) -> Any:
     return (lt.c.store_id == t.c.store_id) & (lt.c.chain_id == t.c.chain_id)
 
 
-__all__ = ["HEAD", "PREFIX_SQL", "Digests", "ListedImage", "PlainReader", "Reader", "edge_of",
-           "is_head", "layer_of"]
+__all__ = ["HEAD", "PREFIX_SQL", "STORE_KEYS", "STORE_LISTING", "Digests", "ListedImage",
+           "PlainReader", "Reader", "edge_of", "is_head", "layer_of"]

@@ -3,8 +3,9 @@ boundary (the index holds every config's ``Env`` and build arguments).
 
 Two walls: the statement must start as a query does (``SELECT``, ``WITH``, ``VALUES``,
 ``EXPLAIN``), and the backend runs it where the database itself refuses any write (SQLite:
-a read-only connection whose authorizer denies everything but reads; PostgreSQL: a
-read-only transaction).
+a read-only connection whose authorizer denies everything but reads and an allow-list of
+functions, ``fastread.ALLOWED_FUNCTIONS``; PostgreSQL: a read-only transaction, as a role
+that can reach neither the server's files nor other sessions).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def statement(query: str) -> str:
 
 
 def run(backend: Backend, engine: Engine, query: str, params: Sequence[Any] = (),
-        timeout: float | None = None) -> Result:
+        timeout: float | None = None, *, allow_privileged_role: bool = False) -> Result:
     """Column names and rows (as they come) of one read-only statement, stopped after
-    ``timeout`` seconds; anything else is refused and nothing is written."""
-    return backend.readonly_query(engine, statement(query), params, timeout)
+    ``timeout`` seconds; anything else is refused and nothing is written. On a server, a
+    role that could reach past the database is refused unless ``allow_privileged_role``."""
+    return backend.readonly_query(engine, statement(query), params, timeout,
+                                  allow_privileged_role=allow_privileged_role)
 
 
 __all__ = ["run", "statement"]

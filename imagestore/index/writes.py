@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -85,14 +85,14 @@ class Writer(Reader):
         self.conn.execute(delete(p).where(p.c.store_id == self.store, p.c.parent_id == image_id))
         self.conn.execute(delete(t).where(t.c.store_id == self.store, t.c.id == image_id))
 
-    def release(self, chain: str | None) -> list[Released]:
+    def release(self, chain: str | None, held: Collection[str] = ()) -> list[Released]:
         """Remove the rows of layers left with no reference (from an image, a child layer or
-        a container mount) once an image's row is gone, top first, as moby's layer store
-        releases them."""
+        a container mount, or one the caller knows is ``held``: BuildKit's) once an image's
+        row is gone, top first, as moby's layer store releases them."""
         t, lt, mt = schema.images, schema.layers, schema.mounts
         s = self.store
         released: list[Released] = []
-        while chain is not None:
+        while chain is not None and chain not in held:
             refs = self.conn.execute(select(
                 select(func.count()).where(t.c.store_id == s, t.c.chain_id == chain)
                 .scalar_subquery()

@@ -22,6 +22,15 @@ nothing else at the top. In each bucket:
 So a driver folder is BuildKit's when its name is a top-level key or a ``committed`` value.
 Chain-ID keys name no folder; they are kept in the set anyway, as are keys that are plain
 values: the set only ever keeps folders, so erring towards more names is the safe side.
+
+BuildKit also holds layers of the layer store. Its snapshotter's ``getLayer`` takes a
+reference (``LayerStore.Get``) for a snapshot whose key is a chain ID, or whose bucket has a
+``chainid``, and keeps it in its ``refs`` map for the daemon's whole life; only BuildKit's
+own ``Remove`` gives it back. So a live engine never releases such a layer when an image
+that used it goes (seen on the BuildKit fixture: ``docker image prune -a`` deletes the
+images and keeps both layers the build registered). Which references a daemon took depends
+on what its build cache touched since it started, which the disk does not tell: every layer
+the file names counts as held, the safe side.
 """
 
 from __future__ import annotations
@@ -31,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagestore.moby import bbolt
+from imagestore.moby.digest import is_image_id
 
 COMMITTED = b"committed"
+CHAIN_ID = b"chainid"
 
 
 @dataclass(frozen=True)
@@ -82,3 +93,36 @@ def owned_folders(data_root: Path) -> BuildKitFolders:
 def _folder_name(name: str) -> bool:
     """Whether ``name`` could be one folder directly under the driver's directory."""
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+@dataclass(frozen=True)
+class BuildKitLayers:
+    """Chain IDs of the layers BuildKit holds a reference to; ``unreadable`` says why none
+    could be told (then no layer may be released: any of them may be BuildKit's)."""
+
+    chains: frozenset[str]
+    unreadable: str | None = None
+
+
+def held_layers(data_root: Path) -> BuildKitLayers:
+    """The layers ``snapshots.db`` names (moby's snapshotter ``getLayer``): keys that are
+    chain IDs and ``chainid`` values. None when BuildKit never ran here."""
+    path = snapshots_db(data_root)
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return BuildKitLayers(frozenset())
+    except OSError as exc:
+        return BuildKitLayers(frozenset(), f"{path}: {exc.strerror or exc}")
+    try:
+        root = bbolt.read(path)
+    except bbolt.BoltError as exc:
+        return BuildKitLayers(frozenset(), str(exc))
+    chains: set[str] = set()
+    for key, entry in root.items():
+        chains.add(os.fsdecode(key))
+        if isinstance(entry, bbolt.Bucket):
+            chain = entry.value(CHAIN_ID)
+            if chain:
+                chains.add(os.fsdecode(chain))
+    return BuildKitLayers(frozenset(c for c in chains if is_image_id(c)))

@@ -23,16 +23,17 @@ from imagestore.moby.digest import is_hex64
 from imagestore.moby.files import fsync_dir, read_optional
 from imagestore.moby.layerdb import LayerDB
 from imagestore.moby.mountinfo import DriverBusy, UnsafeDriverData, is_plain_name
+from imagestore.moby.problems import ProblemKind
 
 DRIVERS = ("vfs", "overlay2")
 LINK_DIR = "l"  # overlay2's short names, kept short so that many lowers fit a mount call
 
-# Kinds of findings (their values are what users see).
-ORPHAN = "orphan-driver-data"          # nothing uses it: removable
-UNCLAIMED = "unclaimed-driver-data"    # no layer or container uses it; BuildKit may
-DANGLING_LINK = "dangling-driver-link"  # overlay2/l/<name> that leads to no layer of its own
-MISSING = "missing-driver-data"        # a layer or container layer whose folder is gone
-UNFINISHED = "unfinished-removal"      # layerdb/sha256/<chain>-<random>-removing, tmp/...
+# Kinds of findings.
+ORPHAN = ProblemKind.ORPHAN_DRIVER_DATA
+UNCLAIMED = ProblemKind.UNCLAIMED_DRIVER_DATA
+DANGLING_LINK = ProblemKind.DANGLING_DRIVER_LINK
+MISSING = ProblemKind.MISSING_DRIVER_DATA
+UNFINISHED = ProblemKind.UNFINISHED_REMOVAL
 
 
 def _read_name(path: str | os.PathLike[str], *, quiet: bool = False) -> str | None:
@@ -274,7 +275,7 @@ def read_references(layerdb: LayerDB) -> References:
 class DriverFinding:
     """Something found in the driver's data; ``size`` is apparent bytes (0 for a link)."""
 
-    kind: str
+    kind: ProblemKind
     path: str
     size: int
     detail: str

@@ -9,16 +9,16 @@ fields with the wrong JSON type are rejected, invalid UTF-8 in strings is replac
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.digest import chain_id as _chain_id
+from imagestore.moby.gotime import parse_time
 
 JSONObject = dict[str, Any]
 Check = Callable[[Any, str], None]
@@ -271,72 +271,6 @@ def check_history(fields: JSONObject) -> None:
                     if not _fold(h or {}, _HISTORY_SPEC, _HISTORY_LOWER).get("empty_layer"))
     if non_empty > len(fields["rootfs"]["diff_ids"]):
         raise InvalidImageConfig("too many non-empty layers in History section")
-
-
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def parse_time(value: str) -> datetime:
-    """RFC 3339 (nanoseconds allowed, truncated to microseconds) to an aware datetime.
-
-    The form Docker writes (``2006-01-02T15:04:05.999999999Z``) takes a fast path: a sync
-    parses two times per image and ``ls`` one per row. Anything else, or anything the fast
-    path doubts, goes through the full parser."""
-    fraction = value[20:-1]
-    if (value.isascii() and value[-1:] == "Z" and len(value) >= 20 and value[4] == "-"
-            and value[7] == "-" and value[10] == "T" and value[13] == ":" and value[16] == ":"
-            and (len(value) == 20 if value[19] == "Z" else
-                 value[19] == "." and 1 <= len(fraction) <= 9 and fraction.isdigit())):
-        try:
-            micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
-            return datetime.fromisoformat(value[:19]).replace(microsecond=micro,
-                                                              tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    return _parse_time(value)
-
-
-def _parse_time(value: str) -> datetime:
-    m = _RFC3339.fullmatch(value)
-    if not m:
-        raise InvalidImageConfig(f"parsing time {value!r}: not RFC 3339")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int((m.group(7) or "0").ljust(9, "0")[:6])
-    zone = m.group(8)
-    offset = timedelta(0)
-    if zone not in ("Z", "z"):
-        # Go accepts offsets up to 24:60 (Python's timezone stops short of 24 h): apply the
-        # offset by hand and answer in UTC.
-        hours, minutes = int(zone[1:3]), int(zone[4:6])
-        if hours > 24 or minutes > 60:
-            raise InvalidImageConfig(f"parsing time {value!r}: time zone offset out of range")
-        offset = (1 if zone[0] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
-    try:
-        local = datetime(year, month, day, hour, minute, second, micro)
-        utc = (local - offset).replace(tzinfo=timezone.utc)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidImageConfig(f"parsing time {value!r}: {exc}") from None
-    if not offset:
-        return utc
-    try:
-        return utc.astimezone(timezone(offset))
-    except ValueError:
-        return utc
-
-
-def format_time(when: datetime) -> str:
-    """RFC3339Nano in UTC with ``Z``, trailing zero fraction digits trimmed (Go's format)."""
-    if when.tzinfo is None:
-        raise ValueError("naive datetime: pass a timezone-aware value")
-    utc = when.astimezone(timezone.utc)
-    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
-            f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
-    if utc.microsecond:
-        text += "." + f"{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,20 @@ class NamedReference:
             out += "@" + self.digest
         return out
 
+    def __str__(self) -> str:
+        """``String()``: the full name, the order moby's reference store sorts them in."""
+        return (f"{self.domain}/{self.path}" + (f":{self.tag}" if self.tag else "")
+                + (f"@{self.digest}" if self.digest else ""))
+
+
+def full_name(name: str) -> str:
+    """A familiar name as the reference store sorts it (``web:1.0`` ->
+    ``docker.io/library/web:1.0``); a name that does not parse stays as it is."""
+    try:
+        return str(parse_normalized_named(name))
+    except InvalidReference:
+        return name
+
 
 def _validate_digest(text: str) -> None:
     """go-digest's ``Digest.Validate``, with its default algorithms."""
@@ -284,15 +298,66 @@ def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
 def without_image(raw: bytes, image_id: str) -> tuple[bytes, list[str]]:
     """``repositories.json`` with every reference to ``image_id`` taken out (a repository left
     empty goes too), and the references removed; ``BadReferences`` when it cannot be read."""
-    try:
-        doc = json.loads(raw)
-        repos = doc["Repositories"]
-        removed = sorted(ref for entries in repos.values() for ref, target in entries.items()
-                         if target == image_id)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        raise BadReferences("not a readable reference store") from None
+    doc, repos = _repositories(raw)
+    removed = sorted(ref for entries in repos.values() for ref, target in entries.items()
+                     if target == image_id)
     for name in list(repos):
         repos[name] = {r: i for r, i in repos[name].items() if i != image_id}
         if not repos[name]:
             del repos[name]
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), removed
+    return _dump(doc), removed
+
+
+def _repositories(raw: bytes | None) -> tuple[dict[str, object], dict[str, dict[str, str]]]:
+    """The document and its ``Repositories`` map (both new for an absent file)."""
+    if raw is None:
+        repos: dict[str, dict[str, str]] = {}
+        return {"Repositories": repos}, repos
+    try:
+        doc = json.loads(raw)
+        repos = doc["Repositories"]
+        if not isinstance(repos, dict) or not all(isinstance(v, dict) for v in repos.values()):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise BadReferences("not a readable reference store") from None
+    return doc, repos
+
+
+def _dump(doc: dict[str, object]) -> bytes:
+    """As Go's ``json.Marshal`` writes the store: compact, map keys sorted."""
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def without_reference(raw: bytes | None, ref: str) -> bytes | None:
+    """``repositories.json`` without the reference keyed ``ref`` (moby reference/store.go
+    ``Delete``: from its own repository, which goes too when left empty); ``None`` when
+    there is no such reference."""
+    if raw is None:
+        return None
+    doc, repos = _repositories(raw)
+    name = split_reference(ref)[0]
+    entries = repos.get(name)
+    if not isinstance(entries, dict) or ref not in entries:
+        return None
+    del entries[ref]
+    if not entries:
+        del repos[name]
+    return _dump(doc)
+
+
+def with_tag(raw: bytes | None, ref: NamedReference, image_id: str) -> bytes | None:
+    """``repositories.json`` with the tag ``ref`` naming ``image_id``, replacing whatever it
+    named (moby reference/store.go ``AddTag`` with force, as the daemon's ``TagImage``
+    calls it); ``None`` when it names that image already."""
+    if ref.digest is not None:
+        raise InvalidReference("refusing to create a tag with a digest reference")
+    if ref.familiar_name() == "sha256":
+        raise InvalidReference("refusing to create an ambiguous tag using digest algorithm "
+                               "as name")
+    doc, repos = _repositories(raw)
+    key = ref.familiar_string() if ref.tag else ref.familiar_string() + ":" + _DEFAULT_TAG
+    entries = repos.setdefault(ref.familiar_name(), {})
+    if entries.get(key) == image_id:
+        return None
+    entries[key] = image_id
+    return _dump(doc)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Any
 
-from imagestore.moby.image import parse_time
+from imagestore.moby.gotime import go_time, parse_time
 
 LEGACY = "legacy"
 CURRENT = "current"
@@ -231,23 +231,6 @@ def _container_config(current: bool) -> Encoder:
 _CONFIGS = {LEGACY: _container_config(False), CURRENT: _container_config(True)}
 _V1_NAMES = ["id", "parent", "comment", "created", "container", "container_config",
              "docker_version", "author", "config", "architecture", "variant", "os", "Size"]
-_RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-                      r"(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
-
-
-def go_time(text: str) -> str:
-    """A config's RFC 3339 time as Go's ``time.Time`` marshals it back (nanoseconds kept,
-    trailing zeros dropped, a zero offset written ``Z``)."""
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {text[:60]!r}")
-    frac = (m.group(7) or "")[:9].rstrip("0")
-    zone = m.group(8)
-    zone = "Z" if zone in ("Z", "z") or zone[1:] == "00:00" else zone
-    date = "{}-{}-{}T{}:{}:{}".format(*m.groups()[:6])
-    return date + ("." + frac if frac else "") + zone
-
-
 class V1Image:
     """One layer's legacy ``V1Image``: the image's own fields for the top layer, only
     ``created`` (the epoch) below it; ``os`` is the image's everywhere."""

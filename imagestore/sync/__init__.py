@@ -19,13 +19,14 @@ if TYPE_CHECKING:
     from imagestore.sync.changes import record
     from imagestore.sync.problems import Problem, ProblemKind, recorded
     from imagestore.sync.report import Progress, SyncReport
-    from imagestore.sync.restore import reread, run
+    from imagestore.sync.restore import reread, reread_tags, run
 
 _LAZY = {
     "record": "imagestore.sync.changes", "Problem": "imagestore.sync.problems",
     "ProblemKind": "imagestore.sync.problems", "recorded": "imagestore.sync.problems",
     "Progress": "imagestore.sync.report", "SyncReport": "imagestore.sync.report",
-    "reread": "imagestore.sync.restore", "run": "imagestore.sync.restore",
+    "reread": "imagestore.sync.restore",
+    "reread_tags": "imagestore.sync.restore", "run": "imagestore.sync.restore",
 }
 
 
@@ -33,4 +34,4 @@ __getattr__ = loader(__name__, _LAZY, globals())
 
 
 __all__ = ["Problem", "ProblemKind", "Progress", "SyncReport", "record", "recorded", "reread",
-           "run"]
+           "reread_tags", "run"]

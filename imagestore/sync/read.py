@@ -15,7 +15,8 @@ from imagestore.errors import InvalidImageConfig
 from imagestore.index import ImageRow, image_row
 from imagestore.moby.digest import PREFIX, chain_id, digest_of, is_hex64, is_image_id
 from imagestore.moby.files import TEMP_PREFIX, opened_folder, read_optional, read_regular
-from imagestore.moby.image import parse_config, parse_time
+from imagestore.moby.gotime import parse_time
+from imagestore.moby.image import parse_config
 from imagestore.moby.layerdb import BadEntry, LayerDB
 from imagestore.moby.root import CONTENT, LAYERS, METADATA
 from imagestore.sync.compact import LayerCheck, pack_ids

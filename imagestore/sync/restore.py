@@ -65,10 +65,22 @@ def reread(tx: Writer, root: Root, image_ids: Iterable[str]) -> dict[str, Proble
     return out
 
 
+def reread_tags(tx: Writer, root: Root) -> None:
+    """Load ``repositories.json`` again, now (after the store rewrote it), and record its
+    signature, so the next sync does not read it once more."""
+    p = Pass.start(tx, root)
+    _load_tags(p)
+    p.problems.save(tx)
+    record(tx, root, [REPOSITORIES])
+
+
 def _sync_tags(p: Pass, changes: Changes) -> None:
     changed, removed, _ = changes.diff(REPOSITORIES)
-    if not changed and not removed:
-        return
+    if changed or removed:
+        _load_tags(p)
+
+
+def _load_tags(p: Pass) -> None:
     p.problems.clear(p.problems.old_paths(REPOSITORIES))
     p.report.read[REPOSITORIES] += 1
     rows: list[tuple[str, str, str | None, str | None, str]] = []
@@ -88,4 +100,4 @@ def _sync_tags(p: Pass, changes: Changes) -> None:
     p.tx.replace_tags(rows)
 
 
-__all__ = ["reread", "run"]
+__all__ = ["reread", "reread_tags", "run"]

@@ -140,8 +140,10 @@ class Backend(ABC):
 
     @abstractmethod
     def readonly_query(self, engine: Engine, sql: str, params: Sequence[Any],
-                       timeout: float | None = None) -> Result:
+                       timeout: float | None = None, *,
+                       allow_privileged_role: bool = False) -> Result:
         """Run one statement the database itself guarantees cannot write, stopped after
         ``timeout`` seconds; rows are fetched as they are iterated (millions of them must not
-        be held at once). Errors are raised as ``ImageStoreError`` with the database's
-        message."""
+        be held at once). A server refuses a role whose queries could reach past the
+        database (its files, other sessions) unless ``allow_privileged_role``. Errors are
+        raised as ``ImageStoreError`` with the database's message, on one line."""

@@ -17,27 +17,18 @@ import shutil
 import warnings
 from pathlib import Path
 
-from imagestore.cli import checks, report
-from imagestore.cli.checks import Finding
 from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
 from imagestore.moby import buildkit, drivers
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.drivers import Driver, UnsupportedDriver
+from imagestore.moby.problems import ProblemKind
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS
+from imagestore.service import findings as checks
+from imagestore.service.findings import Finding
 from imagestore.store import Store
-from imagestore.sync import ProblemKind, run
+from imagestore.sync import run
 from imagestore.sync.scan import names, scan
-
-LAYER_DATA = "layer-data"  # a layer whose tar cannot be rebuilt byte for byte
-_DRIVER_ACTIONS = {
-    drivers.ORPHAN: "remove it (fsck --repair)",
-    drivers.DANGLING_LINK: "remove the link (fsck --repair)",
-    drivers.UNCLAIMED: "left alone: it may be BuildKit's; make snapshots.db readable to tell",
-    drivers.MISSING: "the layer's files are gone: remove the images that use it, or pull or "
-                     "load them again",
-    drivers.UNFINISHED: "finish the delete: fsck --repair releases its driver data",
-}
 
 
 def _driver(store: Store, *, layers: bool = False) -> Driver | None:
@@ -120,7 +111,7 @@ def driver_findings(store: Store, driver: Driver) -> list[Finding]:
     for f in found:
         finish = f.kind == drivers.UNFINISHED and f.path.endswith("-removing")
         free = f.kind in (drivers.ORPHAN, drivers.DANGLING_LINK) and not refs.unreadable
-        action = _DRIVER_ACTIONS[f.kind] if finish or f.kind != drivers.UNFINISHED else \
+        action = f.kind.action if finish or f.kind != drivers.UNFINISHED else \
             "left alone: the engine's own write in progress (dockerd clears it at start)"
         if f.kind == drivers.ORPHAN and refs.unreadable:
             action = f"left alone: {refs.unreadable[0]} cannot be read, so its use is unknown"
@@ -140,10 +131,9 @@ def layer_findings(store: Store, driver: Driver | None,
     if driver is None:  # _driver said why
         return []
     problems = check_layers(layer_source(store.root.path, chain, diff) for chain, diff in layers)
-    return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{p.path}" if p.path else ""), LAYER_DATA,
-                    str(p), "the layer cannot be rebuilt exactly (save and push fail): pull or "
-                    "load its image again")
-            for p in problems]
+    kind = ProblemKind.LAYER_DATA
+    return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{p.path}" if p.path else ""), kind,
+                    str(p), kind.action) for p in problems]
 
 
 def repair(store: Store, findings: list[Finding]) -> list[Finding]:
@@ -153,7 +143,8 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
     Nothing else is touched."""
     check_writable(store.root.path, readonly=store.readonly, force=store.force,
                    what="repair the store")
-    repaired = [f for f in findings if f.repairable and isinstance(f.check, ProblemKind)]
+    driver_kinds = {drivers.ORPHAN, drivers.DANGLING_LINK, drivers.UNFINISHED}
+    repaired = [f for f in findings if f.repairable and f.check not in driver_kinds]
     base = store.root.path
     for f in repaired:
         if f.check == ProblemKind.MISSING_LAYER:
@@ -161,13 +152,14 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
             _remove(base / (METADATA + name))
         if f.check != ProblemKind.DANGLING_TAG:
             _remove(base / f.path)
-    report.drop_references(store.root.repositories,
-                           [f.subject for f in repaired if f.check == ProblemKind.DANGLING_TAG])
+    dangling = [f.subject for f in repaired if f.check == ProblemKind.DANGLING_TAG]
+    if dangling:
+        store.drop_references(dangling)
     repaired += _repair_driver(store, [f for f in findings if f.repairable
-                                       and not isinstance(f.check, ProblemKind)])
+                                       and f.check in driver_kinds])
     stale = [f for f in findings if f.check == ProblemKind.INDEX]
     if store.index.damage():
-        store.index.rebuild(lambda tx: run(tx, store.root))
+        store.rebuild()
     elif stale or repaired:
         store.sync(full=True)
     return repaired + stale
@@ -198,4 +190,4 @@ def _remove(target: Path) -> None:
         target.unlink(missing_ok=True)
 
 
-__all__ = ["LAYER_DATA", "Finding", "check", "driver_findings", "layer_findings", "repair"]
+__all__ = ["Finding", "check", "driver_findings", "layer_findings", "repair"]

@@ -1,127 +1,20 @@
-"""What the command line asks beyond moby's interface: a REF resolved as docker resolves
-it, untagging, docker-style listings, inspect documents and the parent forest."""
+"""The listings docker shows, and what imagestore adds to them: ``docker images`` rows in
+docker's order, ``docker image inspect`` in snake_case with the index's extra knowledge
+(children, chain ID), and the parent forest."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from imagestore.cli.humanize import ZERO_UNIX, rfc3339, unix_seconds
-from imagestore.errors import ImageNotFound, ImageStoreError, InvalidImageConfig
-from imagestore.moby.daemon import check_writable
-from imagestore.moby.digest import normalize_id, truncate_id
-from imagestore.moby.files import MAX_FILE_SIZE, atomic_write, read_optional
-from imagestore.moby.image import parse_config, parse_time
-from imagestore.moby.references import (
-    BadReferences,
-    InvalidReference,
-    normalize_reference,
-    parse_normalized_named,
-    split_reference,
-    without_image,
-)
-from imagestore.moby.root import REPOSITORIES
-from imagestore.reading import Reading, image_id_of
-
-if TYPE_CHECKING:
-    from imagestore.store import Store
+from imagestore.errors import InvalidImageConfig
+from imagestore.moby.gotime import ZERO_UNIX, parse_time, rfc3339, unix_seconds
+from imagestore.moby.image import parse_config
+from imagestore.moby.references import full_name, split_reference
+from imagestore.reading import Reading
 
 Row = dict[str, Any]
-
-
-def resolve(store: Reading, ref: str) -> str:
-    """A REF as docker resolves it: full ID, then a name from repositories.json, then a
-    unique ID prefix."""
-    if not isinstance(ref, str) or not ref or len(ref) > 4096 or "\x00" in ref:
-        raise ImageNotFound(f"No such image: {str(ref)[:100]!r}")
-    full = normalize_id(ref)
-    if full is not None and full in store:
-        return full
-    with store.index.read() as q:
-        target = q.tag_target(normalize_reference(ref))
-        if target is not None:
-            if not q.has_image(target):
-                raise ImageNotFound(f"reference {ref} names a missing image: {target}")
-            return target
-    return store.search(ref)
-
-
-def untag(store: Store, image_id: str) -> list[str]:
-    """Remove every reference to the image from ``repositories.json``; the removed refs.
-
-    Not part of moby's image store (the daemon untags before it deletes), but a root whose
-    reference store names a deleted image confuses the engine, so ``rm`` does it."""
-    from imagestore.sync import record
-
-    image_id = image_id_of(image_id)
-    check_writable(store.root.path, readonly=store.readonly, force=store.force,
-                   what="untag an image")
-    with store.index.write() as tx:
-        removed = drop_references(store.root.repositories, [image_id])
-        if removed:
-            tx.delete_tags_of(image_id)
-            record(tx, store.root, [REPOSITORIES])
-        return removed
-
-
-def drop_references(path: Path, image_ids: Iterable[str]) -> list[str]:
-    """Rewrite ``repositories.json`` without any reference to these images; the references
-    removed (the file is not rewritten when there are none, nor when it is corrupt)."""
-    raw = read_optional(path, limit=MAX_FILE_SIZE)
-    if raw is None:
-        return []
-    removed: list[str] = []
-    try:
-        for image_id in dict.fromkeys(image_ids):
-            raw, gone = without_image(raw, image_id)
-            removed += gone
-    except BadReferences:
-        raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
-    if removed:
-        atomic_write(path, raw)
-    return removed
-
-
-def remove_reference(store: Store, ref: str) -> bool:
-    """Remove one reference (a key of ``repositories.json``) as moby's reference store
-    ``Delete`` does: from its own repository, which goes too when left empty. False when
-    there is no such reference. The index's tags are not touched: the file is not recorded,
-    so the next sync reads it again (once, after many of these)."""
-    check_writable(store.root.path, readonly=store.readonly, force=store.force,
-                   what="untag an image")
-    path = store.root.repositories
-    with store.index.write():  # the writers' lock: one rewrite of the file at a time
-        raw = read_optional(path, limit=MAX_FILE_SIZE)
-        if raw is None:
-            return False
-        try:
-            doc = json.loads(raw)
-            entries = doc["Repositories"].get(split_reference(ref)[0])
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise ImageStoreError(f"{path} is corrupt; not rewriting it") from None
-        if not isinstance(entries, dict) or ref not in entries:
-            return False
-        del entries[ref]
-        if not entries:
-            del doc["Repositories"][split_reference(ref)[0]]
-        atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
-        return True
-
-
-# -- docker images ---------------------------------------------------------------------------
-def full_name(name: str) -> str:
-    """A familiar name as the reference store sorts it: ``String()`` of the normalised
-    reference (``web:1.0`` -> ``docker.io/library/web:1.0``)."""
-    try:
-        ref = parse_normalized_named(name)
-    except InvalidReference:
-        return name
-    return (f"{ref.domain}/{ref.path}" + (f":{ref.tag}" if ref.tag else "")
-            + (f"@{ref.digest}" if ref.digest else ""))
 
 
 @lru_cache(maxsize=4096)
@@ -221,7 +114,8 @@ def _last_history_comment(history: list[Any]) -> str:
 
 def inspect(store: Reading, image_id: str) -> Row:
     """``docker image inspect`` (moby 20.10, daemon/images/image_inspect.go ``LookupImage``)
-    in snake_case, plus what the index knows beyond it (children, chain ID, history...).
+    in snake_case (the engine's own JSON is ``service.inspect.image_attrs``), plus what
+    the index knows beyond it (children, chain ID, history...).
 
     ``comment`` is the config's, else the last history entry's; ``repo_tags`` and
     ``repo_digests`` are in the reference store's order (sorted by the normalised name);
@@ -271,10 +165,10 @@ def inspect(store: Reading, image_id: str) -> Row:
 # -- the parent forest -----------------------------------------------------------------------
 # No walk here recurses: a parent chain may be thousands of images deep.
 @dataclass
-class Node:
+class TreeNode:
     id: str
     tags: list[str]
-    children: list[Node]
+    children: list[TreeNode]
 
     def to_dict(self) -> Row:
         """``{"id", "tags", "children": [...]}``, nested, built with an explicit stack."""
@@ -289,7 +183,7 @@ class Node:
         return out
 
 
-def forest(store: Reading) -> list[Node]:
+def forest(store: Reading) -> list[TreeNode]:
     """Every image exactly once: roots (images whose parent is absent from the store) with
     their descendants, children and roots by ID.
 
@@ -303,7 +197,7 @@ def forest(store: Reading) -> list[Node]:
     refs: dict[str, list[str]] = {}
     for image_id, ref in ref_rows:
         refs.setdefault(image_id, []).append(ref)
-    nodes = {i: Node(i, refs.get(i, []), []) for i in ids}
+    nodes = {i: TreeNode(i, refs.get(i, []), []) for i in ids}
     parent_of: dict[str, str] = {}
     for child, parent in sorted(edges):
         if parent in nodes and child in nodes and child not in parent_of:
@@ -345,31 +239,4 @@ def forest(store: Reading) -> list[Node]:
     return [nodes[i] for i in roots]
 
 
-def draw_forest(roots: list[Node]) -> list[str]:
-    """Text drawing. A chain of only children stays in one column (so 20+ deep chains stay
-    readable); only a branch point indents, with ├── / └── before each branch."""
-    lines: list[str] = []
-
-    def label(node: Node) -> str:
-        short = truncate_id(node.id)
-        return f"{short}  {', '.join(node.tags)}" if node.tags else short
-
-    for i, root in enumerate(roots):
-        if i:
-            lines.append("")  # a blank line between trees: a root never reads as a child
-        stack = [(root, "", "")]  # (node, prefix of its line, prefix of the lines below it)
-        while stack:
-            node, first, rest = stack.pop()
-            lines.append(first + label(node))
-            while len(node.children) == 1:
-                node = node.children[0]
-                lines.append(rest + label(node))
-            last = len(node.children) - 1
-            for j in range(last, -1, -1):  # pushed last first: drawn in order
-                stack.append((node.children[j], rest + ("└── " if j == last else "├── "),
-                              rest + ("    " if j == last else "│   ")))
-    return lines
-
-
-__all__ = ["Node", "draw_forest", "forest", "full_name", "image_rows", "inspect",
-           "remove_reference", "resolve", "untag"]
+__all__ = ["Row", "TreeNode", "forest", "image_rows", "inspect"]
