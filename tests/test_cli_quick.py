@@ -249,3 +249,38 @@ def test_a_change_is_synced_by_open_under_the_lock(root: Path, index: Path) -> N
     with imagestore.open(root, index) as store:
         assert store.last_sync is not None and store.last_sync.removed == 1
         assert head not in store
+
+
+def bare(*args: str) -> tuple[str, set[str]]:
+    """As ``cli``, without the implied ``--root`` and ``--index``."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "imagestore.cli", *args],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return done.stdout, imported
+
+
+def test_stores_and_the_index_alone_answer_warm(root: Path, index: Path) -> None:
+    """Issue 23, item 12: ``stores`` took a second (SQLAlchemy and Alembic loaded, the index
+    opened by the engine) where ``ls`` took a tenth. It reads through sqlite3 alone now, as do
+    ``sql`` and ``info`` on the index alone, and answers as the engine does."""
+    imagestore.open(root, index, name="a").close()
+    imagestore.open(root, index).close()
+    from imagestore.index import Index
+
+    whole = Index.open_all(index)
+    try:
+        expected = whole.stores()
+    finally:
+        whole.close()
+    for args in (["--index", str(index)], ["--root", str(root), "--index", str(index)]):
+        out, imported = bare(*args, "stores", "--json")
+        assert not imported & HEAVY, args
+        assert json.loads(out) == expected
+    out, imported = bare("--index", str(index), "sql", "SELECT count(*) AS n FROM images",
+                         "--json")
+    assert not imported & HEAVY and json.loads(out) == [{"n": 78}]
+    out, imported = bare("--index", str(index), "info", "--json")
+    assert not imported & HEAVY
+    assert (json.loads(out)["stores"], json.loads(out)["images"]) == (2, 78)

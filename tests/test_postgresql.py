@@ -7,14 +7,17 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
+from cli_helpers import run_cli
 from pg import create_database, postgres_server
 from snapshot import rebuilt, snapshot
 from sqlalchemy import inspect, text
 
 import imagestore
+from imagestore.index import Index
 from imagestore.index import engine as db
 from imagestore.index.location import HEAD
 from imagestore.service import listing as report
@@ -42,9 +45,11 @@ def test_real_store_on_postgresql_matches_sqlite(real_root: Path, pg_url: str,
                 report.image_rows(lite, all_images=True)
             assert [n.to_dict() for n in report.forest(store)] == \
                 [n.to_dict() for n in report.forest(lite)]
-        rows = list(store.index.sql("SELECT count(*) FROM image_list WHERE is_head")[1])
+        rows = list(store.index.sql("SELECT count(*) FROM image_list WHERE is_head",
+                                    allow_privileged_role=True)[1])
         assert rows == [(8,)]
-        shared = list(store.index.sql("SELECT images FROM layer_usage ORDER BY images DESC")[1])
+        shared = list(store.index.sql("SELECT images FROM layer_usage ORDER BY images DESC",
+                                      allow_privileged_role=True)[1])
         assert shared[0][0] == 24
 
 
@@ -71,7 +76,7 @@ def test_sql_is_read_only_on_postgresql(real_root: Path, pg_url: str) -> None:
         for query in ("DELETE FROM images", "WITH x AS (SELECT 1) DELETE FROM images",
                       "SELECT 1; DELETE FROM images"):
             with pytest.raises(imagestore.ImageStoreError):
-                store.index.sql(query)
+                store.index.sql(query, allow_privileged_role=True)
         assert len(store) == 39
 
 
@@ -97,3 +102,78 @@ def test_upgrade_from_0002_with_data_on_postgresql(real_root: Path, pg_url: str,
             summed = conn.execute(text("SELECT sum(entries) FROM entry_buckets")).scalar()
         assert summed == entries
         assert snapshot(store) == rebuilt(real_root, tmp_path)
+
+
+def _role(pg_url: str, role: str, *grants: str) -> str:
+    """A login role made as the README's recipe makes a reporting role (plus ``grants``); the
+    index's URL as that role."""
+    import psycopg
+
+    database = pg_url.split("/")[3].split("?")[0]
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for statement in (f"CREATE ROLE {role} LOGIN",
+                          f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+                          f"GRANT USAGE ON SCHEMA public TO {role}",
+                          f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
+                          f"ALTER ROLE {role} SET default_transaction_read_only = on",
+                          *grants):
+            conn.execute(statement)  # type: ignore[arg-type]
+    return pg_url.replace("imagestore@", f"{role}@")
+
+
+def _one_line(message: str) -> bool:
+    return message.count("\n") == 1 and "sqlalche" not in message and "[SQL" not in message
+
+
+def test_sql_refuses_a_role_that_reaches_past_the_database(
+        real_root: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 23, item 7: ``pg_read_file``, ``pg_terminate_backend`` and ``set_config`` ran with
+    the role's full rights. A superuser, or a member of ``pg_signal_backend`` (or of the server
+    file roles), is refused unless ``--allow-privileged-role``; a reporting role made as the
+    README says runs read-only, and cannot read files or stop sessions."""
+    imagestore.open(real_root, pg_url).close()  # the test server's role is a superuser
+    superuser = run_cli(capsys, None, "--index", pg_url, "sql",
+                        "SELECT pg_read_file('PG_VERSION')")
+    assert superuser.code == 1 and _one_line(superuser.err)
+    assert superuser.err.startswith("imagestore: sql: the role imagestore is a superuser")
+    assert "--allow-privileged-role" in superuser.err and superuser.out == ""
+    allowed = run_cli(capsys, None, "--index", pg_url, "sql", "--allow-privileged-role",
+                      "SELECT count(*) AS n FROM images", "--json")
+    assert allowed.json() == [{"n": 39}]
+
+    signaller = _role(pg_url, "signaller", "GRANT pg_signal_backend TO signaller")
+    refused = run_cli(capsys, None, "--index", signaller, "sql", "SELECT 1")
+    assert refused.code == 1 and "a member of pg_signal_backend" in refused.err
+
+    reporting = _role(pg_url, "reporting")
+    with imagestore.open(real_root, pg_url) as store, store.index.engine.connect() as other:
+        # ``other``: a session of the index's own role, which the reporting role cannot end
+        pid = other.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+        def sql(query: str, *more: str) -> Any:
+            return run_cli(capsys, None, "--index", reporting, "sql", query, *more)
+
+        assert sql("SELECT count(*) AS n FROM image_list", "--json").json() == [{"n": 39}]
+        assert sql("SELECT current_setting('transaction_read_only') AS ro",
+                   "--json").json() == [{"ro": "on"}]
+        for query in ("SELECT pg_read_file('PG_VERSION')",
+                      f"SELECT pg_terminate_backend({pid})",
+                      "SELECT lo_import('/etc/passwd')"):
+            result = sql(query)
+            assert result.code == 1 and _one_line(result.err), query
+            assert result.err.startswith("imagestore: sql: "), result.err
+        assert other.exec_driver_sql("SELECT 1").scalar() == 1  # never terminated
+        whole = Index.open_all(reporting)  # one process, its connection pooled
+        try:
+            assert list(whole.sql("SELECT set_config('search_path', 'x', false)")[1]) == \
+                [("x",)]
+            # gone with the query's transaction: the next query on that connection
+            assert list(whole.sql("SELECT current_setting('search_path')")[1]) != [("x",)]
+        finally:
+            whole.close()
+        slow = sql("SELECT pg_sleep(30)", "--timeout", "0.5")
+        assert slow.err == "imagestore: sql: stopped after 0.5 s (--timeout)\n"
+        wrong = sql("SELECT * FROM no_such_table")
+        assert wrong.code == 1 and _one_line(wrong.err)
+        assert 'relation "no_such_table" does not exist' in wrong.err

@@ -113,7 +113,7 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
              human_size(r["size"]))
             for r in rows)], LS_TABLE)
 
-    # The records only for a format that needs them: 100,000 rows cost ~0.6 s to build.
+    # The records only for a format that needs them: building them costs (docs/performance.md).
     data = Records(LS_KEYS, [[r[k] for k in LS_KEYS] for r in rows]) if fmt else rows
     emit(data, fmt, text)
 

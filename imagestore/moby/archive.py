@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import BinaryIO
 from imagestore.errors import ImageStoreError
 from imagestore.moby import save_go
 from imagestore.moby.digest import PREFIX, chain_ids, hex_of, normalize_id
+from imagestore.moby.files import owned_temp, remove_abandoned_temps
 from imagestore.moby.image import Image
 from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.references import (
@@ -302,12 +303,20 @@ def save_to_path(images: Iterable[SaveImage], target: Path, root: Path, *,
                  layout: str = OCI, now: int | None = None) -> int:
     """``save_to`` into a temp file beside ``target``, renamed into place once every layer
     checked out (mode 0600, as ``docker save -o`` leaves it); on any failure nothing is
-    left behind."""
+    left behind. A save killed outright cannot remove its temp file: the next save to the
+    same target removes the ones whose writer is gone (``files.remove_abandoned_temps``),
+    with a warning."""
     target = Path(target)
+    removed = remove_abandoned_temps(target)
+    if removed:
+        warnings.warn(f"removed {len(removed)} temp file(s) a save to {target} that never "
+                      f"finished left behind ({sum(size for _, size in removed)} bytes): "
+                      f"{', '.join(path.name for path, _ in removed)}", stacklevel=3)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = owned_temp(target)
     except OSError as exc:
         raise SaveError(f"cannot write {target}: {exc.strerror or exc}") from None
+    lock = os.dup(fd)  # the temp stays locked, as its writer's, until it is renamed
     try:
         with os.fdopen(fd, "wb") as out:
             total = save_to(images, out, root, layout=layout, now=now)
@@ -320,6 +329,8 @@ def save_to_path(images: Iterable[SaveImage], target: Path, root: Path, *,
         if isinstance(exc, OSError):
             raise SaveError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise
+    finally:
+        os.close(lock)
     return total
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -133,6 +135,87 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+# -- temp files of long writes, and the ones their writers left ------------------------------
+# ``docker save -o`` (moby's tarexport) writes its archive straight to the target; a long write
+# here goes to a temp file beside it, renamed into place at the end. A writer killed outright
+# (SIGKILL, a crash, a reboot) cannot remove its temp file, so the temp file says who wrote it:
+# its name carries the writer's pid, and the writer holds an ``flock`` on it for as long as
+# it lives (the kernel drops the lock however the process ends, in whatever pid namespace).
+
+
+def owned_temp(target: Path) -> tuple[int, Path]:
+    """A new temp file beside ``target`` for a long write, mode 0600: its descriptor and
+    path, ``.NAME.PID-RANDOM.tmp``, locked by this process (the lock lasts while any
+    duplicate of the descriptor stays open)."""
+    path = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE)
+    with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd, path
+
+
+def remove_abandoned_temps(target: Path) -> list[tuple[Path, int]]:
+    """Remove the temp files ``owned_temp`` made beside ``target`` whose writer is gone: the
+    process its name gives no longer runs (or is a zombie), nobody holds its lock, and it is
+    this user's regular file. Whatever cannot be told for sure is kept. Returns each file
+    removed, with its size."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.([0-9]+)-[0-9a-f]{{8}}\.tmp")
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        found = pattern.fullmatch(name)
+        if found is not None:
+            size = _remove_if_abandoned(target.parent / name, int(found.group(1)))
+            if size is not None:
+                removed.append((target.parent / name, size))
+    return removed
+
+
+def _remove_if_abandoned(path: Path, pid: int) -> int | None:
+    if _alive(pid):
+        return None
+    try:
+        fd = os.open(path, _READ)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        # Held: its writer lives (the pid of another pid namespace means nothing here).
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _alive(pid):  # made a moment ago, not locked yet: its writer is starting
+            return None
+        os.unlink(path)
+        return st.st_size
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """The process ``pid`` exists and is not a zombie (whose files are closed, its locks
+    released); one that cannot be signalled (another user's) exists."""
+    if pid <= 0:
+        return True  # not a writer's pid: nothing to judge by
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True
 
 
 def make_private_dirs(path: Path) -> None:

@@ -27,13 +27,13 @@ CURRENT = "current"
 EPOCH = "1970-01-01T00:00:00Z"  # Go's time.Unix(0, 0) on a daemon running in UTC
 
 # -- hash/crc64 with the ISO table -------------------------------------------------------------
-# A byte-table loop in Python runs at 10-16 MB/s (slicing-by-8 included): far too slow for
-# layers of gigabytes. Instead the data becomes one big integer (a polynomial over GF(2)) and
-# is reduced with CPython's C-speed shifts and XORs. The trick: over GF(2), P(x)^(2^k) is
-# P(x^(2^k)), so these multiples of the ISO polynomial x^64+x^4+x^3+x+1 keep its five terms,
-# and folding the top of a polynomial onto the rest modulo one costs a few shifts and XORs,
-# however long. Folds at falling k leave a short polynomial congruent to the message modulo P,
-# which the byte table finishes: several hundred MB/s.
+# A byte-table loop in Python (slicing-by-8 included) is far too slow for layers of
+# gigabytes (docs/performance.md). Instead the data becomes one big integer (a polynomial over
+# GF(2)) and is reduced with CPython's C-speed shifts and XORs. The trick: over GF(2),
+# P(x)^(2^k) is P(x^(2^k)), so these multiples of the ISO polynomial x^64+x^4+x^3+x+1 keep
+# its five terms, and folding the top of a polynomial onto the rest modulo one costs a few
+# shifts and XORs, however long. Folds at falling k leave a short polynomial congruent to the
+# message modulo P, which the byte table finishes.
 #
 # The CRC is reflected (bit 0 of the first byte is the highest coefficient), so the message
 # read as a little-endian integer already holds the coefficients highest first from bit 0:

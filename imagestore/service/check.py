@@ -21,6 +21,7 @@ from imagestore.errors import IndexCorrupt
 from imagestore.index import Index, listing
 from imagestore.moby import buildkit, drivers
 from imagestore.moby.daemon import check_writable
+from imagestore.moby.digest import printable
 from imagestore.moby.drivers import Driver, UnsupportedDriver
 from imagestore.moby.problems import ProblemKind
 from imagestore.moby.root import CONTENT, LAYERS, METADATA, MOUNTS
@@ -132,8 +133,19 @@ def layer_findings(store: Store, driver: Driver | None,
         return []
     problems = check_layers(layer_source(store.root.path, chain, diff) for chain, diff in layers)
     kind = ProblemKind.LAYER_DATA
-    return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{p.path}" if p.path else ""), kind,
-                    str(p), kind.action) for p in problems]
+    return [Finding(f"{LAYERS}{p.chain_id[7:]}" + (f"#{_relative(store, p.path)}"
+                                                   if p.path else ""),
+                    kind, printable(p.reason), kind.action) for p in problems]
+
+
+def _relative(store: Store, path: str) -> str:
+    """A file at fault as a finding names it: a tar member as it is, an on-disk path
+    relative to the data-root (or the image root outside one), never this host's prefix."""
+    if not os.path.isabs(path):
+        return printable(path)
+    base = store.root.path.parent.parent if store.root.path.parent.name == "image" \
+        else store.root.path
+    return printable(os.path.relpath(path, base) if Path(path).is_relative_to(base) else path)
 
 
 def repair(store: Store, findings: list[Finding]) -> list[Finding]:

@@ -21,7 +21,8 @@ from imagestore.moby.references import (
     split_reference,
 )
 from imagestore.reading import Reading
-from imagestore.service.filters import config_labels, labels_match
+from imagestore.service.filters import labels_match
+from imagestore.service.inspect import go_image
 
 ACCEPTED = ("dangling", "label", "before", "since", "reference")
 _NS = 1_000_000_000
@@ -98,8 +99,11 @@ def select_images(store: Reading, *, all: bool = False,  # docker-py's name for 
         if (before is not None and when >= before) or (since is not None and when <= since):
             continue
         if "label" in args:
-            labels = config_labels(image_id, configs[image_id][0])
-            if labels is None or not labels_match({"label": args["label"]}, labels):
+            # Labels as Go decodes the config (a repeated "config" key merges into one
+            # Config, as filters.config_labels does not see): a null config never matches.
+            config = go_image(configs[image_id][0])["config"]
+            if config is None or not labels_match({"label": args["label"]},
+                                                  config["Labels"] or {}):
                 continue
         mine = refs.get(image_id, [])
         if by_ref:
@@ -114,9 +118,10 @@ def select_images(store: Reading, *, all: bool = False,  # docker-py's name for 
         elif dangling_only and any(tagged for _, _, tagged in mine):
             continue  # a tag is not dangling (a digest alone is, for the engine)
         listed.append((when, image_id))
-    # Newest second first (the engine's byCreated on Unix seconds); then newest instant, ID.
+    # Newest second first (the engine's byCreated on Unix seconds); within one second, newest
+    # instant first, then by ID (stable sorts: the ID order survives equal instants).
     listed.sort(key=lambda item: item[1])
-    listed.sort(key=lambda item: (item[0] // _NS, item[0] % _NS), reverse=True)
+    listed.sort(key=lambda item: item[0], reverse=True)
     return [image_id for _, image_id in listed]
 
 
@@ -145,11 +150,20 @@ def _get_image(store: Reading, value: str) -> str:
         try:
             parse_normalized_named(value)
         except InvalidReference as exc:
-            raise ImageStoreError(str(exc)) from None
+            raise ImageStoreError(_distribution_2_8(str(exc))) from None
     try:
         return store.resolve(value)
     except AmbiguousImageID:
         raise ImageNotFound(f"No such image: {normalize_reference(value)}") from None
+
+
+def _distribution_2_8(message: str) -> str:
+    """A reference error as docker/distribution 2.8 (which moby 20.10 vendors) words it:
+    its lowercase error does not name the repository yet."""
+    lowercase = "invalid reference format: repository name ("
+    if message.startswith(lowercase) and message.endswith(") must be lowercase"):
+        return "invalid reference format: repository name must be lowercase"
+    return message
 
 
 def _familiar_match(pattern: str, familiar: str, name: str) -> bool:
