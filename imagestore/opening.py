@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imagestore.errors import ImageStoreError, IndexCorrupt
-from imagestore.index.location import within
+from imagestore.index.location import default_index_path, within
 from imagestore.moby.root import Root, find_root
 from imagestore.reading import Reading
 
 if TYPE_CHECKING:
+    from imagestore.index import Index as Index  # re-exported for the command line's types
+    from imagestore.index.fastread import Result as Result
+    from imagestore.index.quick import QuickWhole
     from imagestore.service.host import Host
     from imagestore.sync import Progress, SyncReport
 
@@ -133,4 +136,27 @@ def _docker_folders(image_root: Path) -> list[Path]:
                           else [])]
 
 
-__all__ = ["open", "open_quick"]
+
+
+def open_index(where: str) -> Index:
+    """An index with all its stores (a file path or an SQLAlchemy URL), migrated as
+    needed; no root is read and nothing is synced (``sql``, ``info``, ``stores``)."""
+    from imagestore.index import Index
+
+    return Index.open_all(where)
+
+
+def open_quick_index(where: str) -> QuickWhole | None:
+    """The same through sqlite3 alone, when it is a local file at the schema head;
+    ``None`` otherwise (then ``open_index``)."""
+    from imagestore.index.quick import QuickWhole
+
+    return QuickWhole.open(where)
+
+
+def default_index(root: str | os.PathLike[str]) -> str:
+    """Where the index of ``root`` lives when none is named."""
+    return str(default_index_path(find_root(root)))
+
+
+__all__ = ["default_index", "open", "open_index", "open_quick", "open_quick_index"]

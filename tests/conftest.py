@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Docker 20.10 store, empty roots, and layer helpers."""
+"""Shared fixtures: the real Docker 20.10 store, empty roots, and layer helpers; and, through
+``processes``, a run whose commands hear Ctrl-C and whose tests leave no process behind."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 import imagestore
 from imagestore.moby.digest import chain_ids
+
+pytest_plugins = ["processes"]
 
 DATA = Path(__file__).parent / "data" / "docker-20.10-vfs"
 FIXTURE_ROOT = DATA / "image" / "vfs"

@@ -383,3 +383,58 @@ def test_saving_while_the_daemon_runs_gives_what_docker_save_gives(
     finally:
         engine.stop()
     assert "invalid image" not in engine.log_text()
+
+
+# A save that stops for good once its archive is written into its temp file, before the
+# rename: where a SIGKILL, a crash or a reboot leaves a complete temp file behind.
+_STALLED_SAVE = """
+import sys, time
+from imagestore.moby import archive
+write = archive.save_to
+def stall(*args, **kwargs):
+    total = write(*args, **kwargs)
+    print("written", flush=True)
+    time.sleep(600)
+    return total
+archive.save_to = stall
+from imagestore.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_killed_save_leaves_a_temp_file_the_next_save_removes(root: Path,
+                                                                tmp_path: Path) -> None:
+    """Issue 23, item 9: a ``save -o`` killed with SIGKILL left a hidden ``.FILE.xxxx.tmp``
+    (as large as the archive) that nothing noticed. The next save to the same target removes
+    the temp files whose writer is gone, says so, and keeps a running save's."""
+    target = tmp_path / "out" / "web.tar"
+    target.parent.mkdir()
+
+    def stalled() -> tuple[subprocess.Popen[bytes], str]:
+        before = set(os.listdir(target.parent))
+        proc = subprocess.Popen([sys.executable, "-c", _STALLED_SAVE, "--root", str(root),
+                                 "save", "web:1.0", "-o", str(target)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stdout.readline() == b"written\n"
+        made = set(os.listdir(target.parent)) - before
+        assert len(made) == 1 and not target.exists()
+        return proc, made.pop()
+
+    live, running = stalled()  # a save still running: its temp file is its own
+    try:
+        killed, left = stalled()
+        killed.kill()
+        killed.wait()
+        assert left.startswith(".web.tar.") and left.endswith(".tmp")
+        size = (target.parent / left).stat().st_size
+        assert size > 10000  # the whole archive, written
+        done = imagestore_cmd(root, "save", "web:1.0", "-o", str(target), capture_output=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.decode() == (
+            f"imagestore: warning: removed 1 temp file(s) a save to {target} that never "
+            f"finished left behind ({size} bytes): {left}\n")
+        assert sorted(os.listdir(target.parent)) == sorted(["web.tar", running])
+        assert manifest(target.read_bytes())[0]["RepoTags"] == ["web:1.0"]
+    finally:
+        live.kill()
+        live.wait()

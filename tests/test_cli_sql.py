@@ -33,6 +33,7 @@ from snapshot import dump
         "select load_extension('/tmp/nothing.so')",
         "REINDEX",
         "ANALYZE",
+        "SELECT hex(fts3_tokenizer('simple'))",  # a pointer of the process (issue 23, item 6)
     ],
 )
 def test_sql_refuses_anything_but_reading(capsys: pytest.CaptureFixture[str], real_root: Path,
@@ -135,19 +136,31 @@ def test_a_query_stops_at_its_timeout(capsys: pytest.CaptureFixture[str],
     assert time.monotonic() - started < 30
 
 
+def _sync(root: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "imagestore.cli", "--root", str(root), "sync"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_ctrl_c_stops_a_query_cleanly(real_root: Path) -> None:
-    assert _cli(real_root, "sync").wait(timeout=60) == 0
+    """Also when the test run ignores SIGINT (``pytest &`` from a script): the command it
+    starts hears Ctrl-C all the same (tests/processes.py), and is never left running."""
+    _sync(real_root)
     proc = _cli(real_root, "sql", INFINITE, "--timeout", "0")
-    time.sleep(1.5)  # well into the query
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        time.sleep(1.5)  # well into the query
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a query that did not stop must not spin on after the test
+        proc.communicate()
     assert proc.returncode == 130
     assert err.strip() == "imagestore: interrupted"  # after the line ^C leaves
 
 
 def test_rows_stream_in_bounded_memory(real_root: Path) -> None:
     """Two million rows go out as they come: the process never holds them all."""
-    assert _cli(real_root, "sync").wait(timeout=60) == 0
+    _sync(real_root)
     query = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 2000000)"
              " SELECT n, 'some text to make rows wider' AS t FROM c")
     probe = ("import resource, sys\n"

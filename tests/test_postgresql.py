@@ -118,7 +118,7 @@ def _role(pg_url: str, role: str, *grants: str) -> str:
                           f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
                           f"ALTER ROLE {role} SET default_transaction_read_only = on",
                           *grants):
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
     return pg_url.replace("imagestore@", f"{role}@")
 
 

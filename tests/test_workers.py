@@ -47,9 +47,17 @@ def _session(sid: int) -> list[int]:
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: every process's parent, then
+        return [int(name) for name in os.listdir("/proc")
+                if name.isdigit() and _parent(int(name)) == pid]
     return [int(c) for c in text.split()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _sync(root: Path, index: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -95,6 +103,7 @@ def test_a_killed_sync_leaves_no_process_and_no_lock(big_root: Path, tmp_path: P
         assert _wait(again, index, 120) == 0
     finally:
         again.kill()
+        again.wait()
     if sig == signal.SIGINT:
         assert proc.returncode == 130
 

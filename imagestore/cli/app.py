@@ -22,8 +22,7 @@ import imagestore
 from imagestore.errors import DaemonRunning, ImageStoreError, IndexCorrupt
 
 if TYPE_CHECKING:
-    from imagestore.index import Index
-    from imagestore.index.fastread import Result
+    from imagestore.opening import Index, Result
     from imagestore.reading import Reading
     from imagestore.service.host import Host
 
@@ -108,27 +107,26 @@ class Context:
         through sqlite3 alone when it is a local file at the schema head, else the engine's
         (which migrates it)."""
         if self._whole is None:
-            from imagestore.index.quick import QuickWhole
+            from imagestore.opening import open_quick_index
 
-            self._whole = QuickWhole.open(self._where()) or self.whole_index()
+            self._whole = open_quick_index(self._where()) or self.whole_index()
         return self._whole
 
     def whole_index(self) -> Index:
         """The index with all its stores: ``--index``, or the default index of ``--root``."""
         if self._all is None:
-            from imagestore.index import Index
+            from imagestore.opening import open_index
 
-            self._all = Index.open_all(self._where())
+            self._all = open_index(self._where())
         return self._all
 
     def _where(self) -> str:
         if self.index is not None:
             return self.index
         if self.root is not None:
-            from imagestore.index.location import default_index_path
-            from imagestore.moby.root import find_root
+            from imagestore.opening import default_index
 
-            return str(default_index_path(find_root(self.root)))
+            return default_index(self.root)
         raise click.UsageError("no index given: pass --index PATH|URL (or --root DIR for that "
                                "root's default index)")
 

@@ -15,6 +15,7 @@ from imagestore.moby.digest import truncate_id
 from imagestore.service import prune as pruning
 from imagestore.service.delete import Deleter, api_items
 from imagestore.service.filters import FILTERS
+from imagestore.service.selection import api_filters
 
 if TYPE_CHECKING:
     from imagestore.store import Store
@@ -156,13 +157,9 @@ class ImageCollection:
 
 
 def engine_filters(filters: dict[str, Any] | None) -> dict[str, set[str]]:
-    """docker-py's filter dict (values a string, a bool or a list) as the engine's
-    ``filters.Args``: a set of strings per key (docker-py's ``convert_filters``)."""
-    out: dict[str, set[str]] = {}
-    for key, value in (filters or {}).items():
-        values = value if isinstance(value, list) else [value]
-        out[key] = {("true" if v else "false") if isinstance(v, bool) else str(v)
-                    for v in values}
+    """docker-py's prune filters as the engine's ``filters.Args``, checked as the engine's
+    ``ImagesPrune`` checks them."""
+    out = api_filters(filters)
     for key in out:
         if key not in FILTERS:
             raise ImageStoreError(f"Invalid filter '{key}'")  # the engine's words
