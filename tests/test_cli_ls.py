@@ -302,7 +302,7 @@ def test_tabwriter_answers_as_go(case: tuple[int, int, int, str, int, str, str])
     minwidth, tabwidth, padding, padchar, flags, src, expected = case
     data = _b(src)
     for size_of in (len(data), 1, 0):
-        writer = tw.Writer(minwidth, tabwidth, padding, padchar, flags)
+        writer = tw.TabWriter(minwidth, tabwidth, padding, padchar, flags)
         if size_of:
             for i in range(0, len(data), size_of):
                 writer.write(data[i:i + size_of])

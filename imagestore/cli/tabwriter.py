@@ -63,7 +63,7 @@ def rune_count(data: bytes) -> int:
     return count
 
 
-class Writer:
+class TabWriter:
     """``tabwriter.Writer``: ``write`` any number of times, then ``flush``; ``getvalue``."""
 
     def __init__(self, minwidth: int, tabwidth: int, padding: int, padchar: str = " ",
@@ -234,8 +234,8 @@ class Writer:
 
 def render(text: str, minwidth: int, tabwidth: int, padding: int, padchar: str = " ",
            flags: int = 0) -> str:
-    """``text`` written through a new ``Writer`` and flushed."""
-    writer = Writer(minwidth, tabwidth, padding, padchar, flags)
+    """``text`` written through a new ``TabWriter`` and flushed."""
+    writer = TabWriter(minwidth, tabwidth, padding, padchar, flags)
     writer.write(text)
     writer.flush()
     return writer.getvalue().decode("utf-8", "surrogateescape")
@@ -263,5 +263,5 @@ def table(rows: Iterable[Sequence[str]], layout: tuple[int, int, int, str, int] 
 
 
 __all__ = ["ALIGN_RIGHT", "DEBUG", "DISCARD_EMPTY_COLUMNS", "DOCKER_TABLE", "ESCAPE",
-           "FILTER_HTML", "STRIP_ESCAPE", "TAB_INDENT", "Writer", "render", "rune_count",
+           "FILTER_HTML", "STRIP_ESCAPE", "TAB_INDENT", "TabWriter", "render", "rune_count",
            "table"]

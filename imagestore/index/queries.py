@@ -6,7 +6,7 @@ answers through SQLAlchemy (inside a write transaction, or on a server) and thro
 importing SQLAlchemy at all. No SQL literal here holds a colon: SQLAlchemy would take it for
 a bound parameter.
 
-"Head" is defined once, here (``HEAD``, and ``is_head`` for Core queries): an image that no
+"Head" is defined once, here (``IS_HEAD``, and ``is_head`` for Core queries): an image that no
 image names as its parent. The ``image_list`` view of revision 0002 says the same in SQL.
 """
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # bucket key -> (digest, number of entries)
 Digests = dict[str, tuple[int, int]]
 
-HEAD = ("NOT EXISTS (SELECT 1 FROM image_parents c "
+IS_HEAD = ("NOT EXISTS (SELECT 1 FROM image_parents c "
         "WHERE c.store_id = i.store_id AND c.parent_id = i.id)")
 _JOIN_PARENT = ("FROM images i LEFT JOIN image_parents p "
                 "ON p.store_id = i.store_id AND p.child_id = i.id")
@@ -50,7 +50,7 @@ _SQL = {
     "has_image": "SELECT 1 FROM images WHERE store_id = :s AND id = :id",
     "image": f"SELECT i.raw, p.parent_id {_WITH_PARENT} AND i.id = :id",
     "images": f"SELECT i.id, i.raw, p.parent_id {_WITH_PARENT}",
-    "heads": f"SELECT i.id, i.raw, p.parent_id {_WITH_PARENT} AND {HEAD}",
+    "heads": f"SELECT i.id, i.raw, p.parent_id {_WITH_PARENT} AND {IS_HEAD}",
     "count": "SELECT count(*) FROM images WHERE store_id = :s",
     "chain": "SELECT chain_id FROM images WHERE store_id = :s AND id = :id",
     "meta": "SELECT last_updated, built_locally FROM images WHERE store_id = :s AND id = :id",
@@ -71,7 +71,7 @@ _SQL = {
     "digest": "SELECT prefix, digest, entries FROM entry_buckets "
               "WHERE store_id = :s AND prefix = :lo",
     # docker images: (image ID, created, parent ID, chain size, is a head), then the tags
-    "listed": f"SELECT i.id, i.created, p.parent_id, l.size, {HEAD} {_JOIN_PARENT} "
+    "listed": f"SELECT i.id, i.created, p.parent_id, l.size, {IS_HEAD} {_JOIN_PARENT} "
               f"{_JOIN_LAYER} WHERE i.store_id = :s",
     "listed_tags": "SELECT image_id, repository, tag FROM tags WHERE store_id = :s "
                    "ORDER BY repository, tag",
@@ -153,9 +153,9 @@ class Reader:
         untagged heads for ``dangling``, heads and tagged images without ``all_images``."""
         sql = _SQL["listed"]
         if dangling:
-            sql += f" AND {HEAD} AND NOT {_TAGGED}"
+            sql += f" AND {IS_HEAD} AND NOT {_TAGGED}"
         elif not all_images:
-            sql += f" AND ({HEAD} OR {_TAGGED})"
+            sql += f" AND ({IS_HEAD} OR {_TAGGED})"
         images = [(r[0], r[1], r[2], r[3], bool(r[4]))
                   for r in self.rows(sql, {"s": self.store})]
         return images, [(r[0], r[1], r[2]) for r in self._rows("listed_tags")]
@@ -251,5 +251,5 @@ def layer_of(lt: Any, t: Any) -> Any:
     return (lt.c.store_id == t.c.store_id) & (lt.c.chain_id == t.c.chain_id)
 
 
-__all__ = ["HEAD", "PREFIX_SQL", "STORE_KEYS", "STORE_LISTING", "Digests", "ListedImage",
+__all__ = ["IS_HEAD", "PREFIX_SQL", "STORE_KEYS", "STORE_LISTING", "Digests", "ListedImage",
            "PlainReader", "Reader", "edge_of", "is_head", "layer_of"]

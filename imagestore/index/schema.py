@@ -63,7 +63,7 @@ class StoreRow(Base):
     redacted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class ImageRow(Base):
+class ImageRecord(Base):
     """An image that passed the restore checks (valid config, digest, layer present)."""
 
     __tablename__ = "images"
@@ -203,7 +203,7 @@ STORE_TABLES = ("image_parents", "images", "layers", "mounts", "tags", "entry_bu
 
 # Core handles for the hot paths (bulk inserts and set-based queries, no ORM objects).
 stores = _table(StoreRow)
-images = _table(ImageRow)
+images = _table(ImageRecord)
 parents = _table(ParentEdge)
 layers = _table(LayerRow)
 mounts = _table(MountRow)
@@ -216,7 +216,7 @@ __all__ = [
     "STORE_TABLES",
     "Base",
     "EntryBucketRow",
-    "ImageRow",
+    "ImageRecord",
     "LayerRow",
     "MountRow",
     "ParentEdge",
