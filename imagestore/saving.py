@@ -82,7 +82,7 @@ def _by_name(store: StoreLike, repo: NamedReference) -> list[tuple[str, str | No
     tag that names it (an image named only by digest goes without a tag)."""
     found: list[tuple[str, str, str | None]] = []
     with store.index.read() as q:
-        refs = q.graph()[2]
+        refs = q.filed_refs()
     for image_id, ref in refs:
         try:
             named = parse_normalized_named(ref)

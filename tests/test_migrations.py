@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -45,8 +46,12 @@ def alembic_engine(tmp_path: Path) -> Iterator[Engine]:
 def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
     assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py",
-            "0004_listing_index.py", "0005_stores.py"} <= versions
-    assert db.head_revision() == HEAD == "0005"  # a warm open needs neither Alembic nor SQLAlchemy
+            "0004_listing_index.py", "0005_stores.py", "0006_misfiled_references.py"} <= versions
+    assert db.head_revision() == HEAD == "0006"  # a warm open needs neither Alembic nor SQLAlchemy
+
+
+# Revision 0006 has repositories.json read once more (for the references it used to skip).
+REREAD_BY_0006 = {"repositories.json": 1}
 
 
 def _index_at(revision: str, root: Path, path: Path) -> Engine:
@@ -137,7 +142,7 @@ def test_upgrade_0004_to_0005_makes_the_rows_the_default_store(real_root: Path,
         assert store.index.store.name == f"{socket.gethostname()}:{os.path.realpath(real_root)}"
         assert _counts(store.index.engine, "entry_buckets", "problems", "settings") == before
         assert store.last_sync is not None
-        assert sum(store.last_sync.read.values()) == 0  # nothing read again
+        assert store.last_sync.read == REREAD_BY_0006  # nothing else read again
         rows = [tuple(r) for r in store.index.sql(
             "SELECT store, images, root FROM store_summary")[1]]
         assert rows == [(store.index.store.name, 39, os.path.realpath(real_root))]
@@ -162,7 +167,7 @@ def test_an_index_upgraded_without_its_root_is_adopted_by_the_first_store(
     with imagestore.open(real_root, tmp_path / "old.sqlite", name="mine") as store:
         assert store.index.store.name == "mine"
         assert _counts(store.index.engine) == before
-        assert store.last_sync is not None and sum(store.last_sync.read.values()) == 0
+        assert store.last_sync is not None and store.last_sync.read == REREAD_BY_0006
         assert [r["name"] for r in store.index.stores()] == ["mine"]
 
 
@@ -176,7 +181,7 @@ def test_downgrade_below_0005_refuses_an_index_with_several_stores(
         with engine.begin() as conn, pytest.raises(RuntimeError, match="holds 2 stores"):
             config.attributes["connection"] = conn
             command.downgrade(config, "0004")
-        assert db.current_revision(engine) == HEAD
+        assert db.current_revision(engine) == "0005"  # 0006 went down; 0005 would not
         store.index.forget("two")
         with engine.begin() as conn:
             config.attributes["connection"] = conn
@@ -197,3 +202,26 @@ def test_a_plain_engine_sees_the_views(real_root: Path, index: Path) -> None:
     assert {"image_list", "image_layers", "layer_usage", "sync_problems"} <= set(
         inspect(engine).get_view_names())
     engine.dispose()
+
+
+def test_upgrade_0005_to_0006_lists_the_references_docker_lists(real_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """An index of revision 0005 left out a tag filed under another repository's key;
+    upgraded, it lists it (``other 1``, as ``docker images`` does) after reading
+    repositories.json once more, and nothing else."""
+    path = real_root / "repositories.json"
+    doc = json.loads(path.read_text())
+    web = doc["Repositories"]["web"]["web:1.0"]
+    doc["Repositories"]["wrongrepo"] = {"other:1": web}
+    path.write_text(json.dumps(doc))
+    engine = _index_at("0005", real_root, tmp_path / "old.sqlite")
+    before = _counts(engine, "problems")
+    assert before["tags"] == 12  # the downgrade kept what 0005 made of the file
+    engine.dispose()
+    with imagestore.open(real_root, tmp_path / "old.sqlite") as store:
+        assert db.current_revision(store.index.engine) == HEAD
+        assert store.last_sync is not None and store.last_sync.read == REREAD_BY_0006
+        assert _counts(store.index.engine, "problems") == {**before, "tags": 13}
+        assert ("other", "1", web) in {(r["repository"], r["tag"], r["id"])
+                                       for r in report.image_rows(store)}
+        assert [p.kind for p in store.last_sync.problems] == ["bad-reference"]

@@ -133,6 +133,12 @@ def test_sql_refuses_a_role_that_reaches_past_the_database(
     file roles), is refused unless ``--allow-privileged-role``; a reporting role made as the
     README says runs read-only, and cannot read files or stop sessions."""
     imagestore.open(real_root, pg_url).close()  # the test server's role is a superuser
+    whole = Index.open_all(pg_url)
+    try:
+        with pytest.raises(imagestore.ImageStoreError, match="the role imagestore is a super"):
+            whole.sql("SELECT pg_read_file('PG_VERSION')")  # ran, and handed the file out
+    finally:
+        whole.close()
     superuser = run_cli(capsys, None, "--index", pg_url, "sql",
                         "SELECT pg_read_file('PG_VERSION')")
     assert superuser.code == 1 and _one_line(superuser.err)

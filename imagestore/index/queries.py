@@ -63,7 +63,9 @@ _SQL = {
     "children": "SELECT child_id FROM image_parents WHERE store_id = :s AND parent_id = :id",
     "refs_of": "SELECT ref FROM tags WHERE store_id = :s AND image_id = :id",
     "has_layer": "SELECT 1 FROM layers WHERE store_id = :s AND chain_id = :id",
-    "tag_target": "SELECT image_id FROM tags WHERE store_id = :s AND ref = :ref",
+    # moby's reference store finds a name under its own repository only: never a misfiled one
+    "tag_target": "SELECT image_id FROM tags WHERE store_id = :s AND ref = :ref "
+                  "AND NOT misfiled",
     "problems": "SELECT path, kind, reason FROM problems WHERE store_id = :s ORDER BY path",
     "setting": "SELECT value FROM settings WHERE store_id = :s AND key = :key",
     "digests": "SELECT prefix, digest, entries FROM entry_buckets "
@@ -78,6 +80,8 @@ _SQL = {
     "ids": "SELECT id FROM images WHERE store_id = :s ORDER BY id",
     "edges": "SELECT child_id, parent_id FROM image_parents WHERE store_id = :s",
     "refs": "SELECT image_id, ref FROM tags WHERE store_id = :s ORDER BY ref",
+    "filed_refs": "SELECT image_id, ref FROM tags WHERE store_id = :s AND NOT misfiled "
+                  "ORDER BY ref",
     "counts": "SELECT (SELECT count(*) FROM images WHERE store_id = :s), "
               "(SELECT count(*) FROM layers WHERE store_id = :s), "
               "(SELECT count(*) FROM tags WHERE store_id = :s), "
@@ -170,6 +174,11 @@ class Reader:
         """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
         return ([r[0] for r in self._rows("ids")], [(r[0], r[1]) for r in self._rows("edges")],
                 [(r[0], r[1]) for r in self._rows("refs")])
+
+    def filed_refs(self) -> list[tuple[str, str]]:
+        """Every (image ID, ref) by ref that moby's reference store finds by name (``Get``,
+        ``ReferencesByName``): a misfiled entry is listed, never found."""
+        return [(r[0], r[1]) for r in self._rows("filed_refs")]
 
     def parent(self, image_id: str) -> str | None:
         row = self._first("parent", id=image_id)

@@ -17,7 +17,9 @@ _CHAIN = IMAGE_COLUMNS.index("chain_id")
 LAYER_COLUMNS = ("chain_id", "diff_id", "parent_id", "diff_size", "size", "cache_id", "depth")
 EDGE_COLUMNS = ("child_id", "parent_id")
 MOUNT_COLUMNS = ("name", "mount_id", "init_id", "parent_id")
-TAG_COLUMNS = ("ref", "repository", "tag", "digest", "image_id")
+TAG_COLUMNS = ("ref", "repository", "tag", "digest", "image_id", "misfiled")
+# A reference: (ref, repository, tag, digest, image ID, misfiled).
+TagEntry = tuple[str, str, str | None, str | None, str, bool]
 PROBLEM_COLUMNS = ("path", "kind", "reason", "found_at")
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -141,7 +142,9 @@ class MountRow(Base):
 
 
 class TagRow(Base):
-    """A reference from ``repositories.json``; the image it names may be absent."""
+    """A reference from ``repositories.json``; the image it names may be absent.
+    ``misfiled``: an entry moby's reference store lists among the image's references but
+    does not find by name (filed under another repository, or not in familiar form)."""
 
     __tablename__ = "tags"
 
@@ -151,6 +154,7 @@ class TagRow(Base):
     tag: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str | None] = mapped_column(Text)
     image_id: Mapped[str] = mapped_column(ID)
+    misfiled: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (Index("ix_tags_image", "store_id", "image_id"),)
 

@@ -27,6 +27,7 @@ from imagestore.index.rows import (
     PROBLEM_COLUMNS,
     TAG_COLUMNS,
     ImageRow,
+    TagEntry,
 )
 from imagestore.moby.redact import redact_config
 
@@ -307,7 +308,7 @@ class Writer(Reader):
         self._delete_in(p.c.child_id, [v[0] for v in values])
         self._insert("image_parents", EDGE_COLUMNS, edges)
 
-    def replace_tags(self, rows: Sequence[tuple[str, str, str | None, str | None, str]]) -> None:
+    def replace_tags(self, rows: Sequence[TagEntry]) -> None:
         """Rows in ``TAG_COLUMNS`` order."""
         tt = schema.tags
         self.conn.execute(delete(tt).where(tt.c.store_id == self.store))

@@ -344,7 +344,8 @@ def tags_in_root(root: Path, image_id: str) -> list[str]:
         refs, _ = parse_repositories(raw)
     except (OSError, ValueError):
         return []
-    return [r.ref for r in refs if r.image_id == image_id and r.tag is not None]
+    return [r.ref for r in refs if r.image_id == image_id and r.tag is not None
+            and not r.misfiled]  # docker finds a misfiled one by no name
 
 
 def image_from_root(root: Path, image_id: str, repo_tags: Sequence[str] = ()) -> SaveImage:

@@ -15,11 +15,16 @@ from imagestore.moby.digest import is_image_id
 
 @dataclass(frozen=True)
 class Reference:
+    """One entry of ``repositories.json``. ``misfiled``: one moby's reference store lists
+    among the image's references (``docker images`` shows it) but finds by no name: filed
+    under another repository, or not in familiar form; ``ref`` is then the form docker shows."""
+
     ref: str
     repository: str
     tag: str | None
     digest: str | None
     image_id: str
+    misfiled: bool = False
 
 
 class BadReferences(ValueError):
@@ -86,7 +91,7 @@ REPOSITORY_NAME_TOTAL_LENGTH_MAX = 255
 _DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 _OFFICIAL_REPO_PREFIX = "library/"
-_DEFAULT_TAG = "latest"
+DEFAULT_TAG = "latest"
 _LOCALHOST = "localhost"
 
 
@@ -127,6 +132,20 @@ class NamedReference:
         """``String()``: the full name, the order moby's reference store sorts them in."""
         return (f"{self.domain}/{self.path}" + (f":{self.tag}" if self.tag else "")
                 + (f"@{self.digest}" if self.digest else ""))
+
+
+def tags_and_digests(refs: list[str]) -> tuple[list[str], list[str]]:
+    """An image's references split into tags and digests, each in the reference store's
+    order (moby reference/store.go ``References``: sorted by ``String()``)."""
+    tags: list[tuple[str, str]] = []
+    digests: list[tuple[str, str]] = []
+    for ref in refs:
+        _, tag, digest = split_reference(ref)
+        if tag is not None:
+            tags.append((full_name(ref), ref))
+        elif digest is not None:
+            digests.append((full_name(ref), ref))
+    return [r for _, r in sorted(tags)], [r for _, r in sorted(digests)]
 
 
 def full_name(name: str) -> str:
@@ -213,7 +232,7 @@ def parse_docker_ref(s: str) -> NamedReference:
     if ref.digest:
         return NamedReference(ref.domain, ref.path, None, ref.digest)
     if ref.tag is None:
-        return NamedReference(ref.domain, ref.path, _DEFAULT_TAG, None)
+        return NamedReference(ref.domain, ref.path, DEFAULT_TAG, None)
     return ref
 
 
@@ -261,10 +280,25 @@ def _check_key(ref: str, repo: str) -> tuple[NamedReference | None, str]:
     return named, ""
 
 
+def _listed(ref: str) -> NamedReference | None:
+    """A key docker would not have written that moby's reference store lists all the same
+    (``reload`` keeps every key that ``ParseNormalizedNamed`` takes, whatever repository it
+    is filed under), as ``docker images`` shows it: a tag or a digest, not both."""
+    try:
+        named = parse_normalized_named(ref)
+    except InvalidReference:
+        return None
+    return named if (named.tag is None) != (named.digest is None) else None
+
+
 def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
     """All well-formed references, and one problem line for each entry that is not: a
     repository or reference docker's grammar refuses, not written as docker writes it
-    (familiar form, filed under its own repository), or not naming an image ID."""
+    (familiar form, filed under its own repository), or not naming an image ID.
+
+    An entry not written as docker writes it but listed by docker all the same (``"wrong":
+    {"other:1": ID}`` is ``other 1`` in ``docker images``) is kept too, ``misfiled``, unless a
+    well-filed entry has its name already: docker finds it by no name."""
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -273,25 +307,40 @@ def parse_repositories(raw: bytes) -> tuple[list[Reference], list[str]]:
     if not isinstance(repos, dict):
         raise BadReferences('no "Repositories" object')
     refs: list[Reference] = []
+    misfiled: list[Reference] = []
     problems: list[str] = []
     for repo, entries in repos.items():
         if not isinstance(entries, dict):
             problems.append(f"repository {repo!r}: not an object")
             continue
-        why = _check_repository(repo)
-        if why is not None:
-            problems.append(f"repository {repo[:300]!r}: invalid repository name: {why[:300]}; "
-                            f"{len(entries)} reference(s) in it skipped")
-            continue
+        bad_repo = _check_repository(repo)
+        if bad_repo is not None:  # one problem for the repository, not one per entry
+            problems.append(f"repository {repo[:300]!r}: invalid repository name: "
+                            f"{bad_repo[:300]}; {len(entries)} reference(s) in it found by no "
+                            f"name")
         for ref, image_id in entries.items():
-            named, why = _check_key(ref, repo)
+            named, why = (None, "") if bad_repo is not None else _check_key(ref, repo)
+            valid_id = isinstance(image_id, str) and is_image_id(image_id)
             if named is None:
-                problems.append(f"reference {ref[:300]!r}: invalid reference: {why[:300]}")
+                shown = _listed(ref) if valid_id else None
+                listed = "" if shown is None else \
+                    f"; listed as {shown.familiar_string()!r}, as docker lists it"
+                if bad_repo is None:
+                    problems.append(f"reference {ref[:300]!r}: invalid reference: {why[:300]}"
+                                    f"{listed[:400]}")
+                if shown is not None:
+                    misfiled.append(Reference(shown.familiar_string(), shown.familiar_name(),
+                                              shown.tag, shown.digest, image_id, True))
                 continue
-            if not isinstance(image_id, str) or not is_image_id(image_id):
+            if not valid_id:
                 problems.append(f"reference {ref!r}: not an image ID: {str(image_id)[:80]!r}")
                 continue
             refs.append(Reference(ref, repo, named.tag, named.digest, image_id))
+    known = {r.ref for r in refs}
+    for r in misfiled:  # one row per name: the well-filed entry's, else the first listed
+        if r.ref not in known:
+            known.add(r.ref)
+            refs.append(r)
     return refs, problems
 
 
@@ -355,7 +404,7 @@ def with_tag(raw: bytes | None, ref: NamedReference, image_id: str) -> bytes | N
         raise InvalidReference("refusing to create an ambiguous tag using digest algorithm "
                                "as name")
     doc, repos = _repositories(raw)
-    key = ref.familiar_string() if ref.tag else ref.familiar_string() + ":" + _DEFAULT_TAG
+    key = ref.familiar_string() if ref.tag else f"{ref.familiar_string()}:{DEFAULT_TAG}"
     entries = repos.setdefault(ref.familiar_name(), {})
     if entries.get(key) == image_id:
         return None

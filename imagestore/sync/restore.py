@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from imagestore.index import Writer
+from imagestore.index.rows import TagEntry
 from imagestore.moby.digest import PREFIX
 from imagestore.moby.files import MAX_FILE_SIZE, read_optional
 from imagestore.moby.references import BadReferences, parse_repositories
@@ -83,7 +84,7 @@ def _sync_tags(p: Pass, changes: Changes) -> None:
 def _load_tags(p: Pass) -> None:
     p.problems.clear(p.problems.old_paths(REPOSITORIES))
     p.report.read[REPOSITORIES] += 1
-    rows: list[tuple[str, str, str | None, str | None, str]] = []
+    rows: list[TagEntry] = []
     try:
         raw = read_optional(p.root.repositories, limit=MAX_FILE_SIZE)
         refs, bad = parse_repositories(raw) if raw is not None else ([], [])
@@ -96,7 +97,7 @@ def _load_tags(p: Pass) -> None:
     else:
         p.problems.note(Problem(f"{REPOSITORIES}#{i}", ProblemKind.BAD_REFERENCE, reason)
                         for i, reason in enumerate(bad))
-        rows = [(r.ref, r.repository, r.tag, r.digest, r.image_id) for r in refs]
+        rows = [(r.ref, r.repository, r.tag, r.digest, r.image_id, r.misfiled) for r in refs]
     p.tx.replace_tags(rows)
 
 
