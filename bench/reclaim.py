@@ -211,7 +211,7 @@ def probe_plan(data_root: Path, index: Path, repeat: int, *, all_images: bool,
     from datetime import datetime, timezone
 
     import imagestore
-    from imagestore.service.delete import Deleter as Daemon
+    from imagestore.service.delete import Deleter
     from imagestore.service.prune import plan_prune
 
     times: dict[str, list[float]] = {"open (warm)": [], "daemon view from the index": [],
@@ -221,16 +221,16 @@ def probe_plan(data_root: Path, index: Path, repeat: int, *, all_images: bool,
         store = imagestore.open(data_root / "image" / "vfs", index, readonly=True)
         t1 = time.perf_counter()
         try:
-            daemon = Daemon(store, apply=False)
+            deleter = Deleter(store, apply=False)
             t2 = time.perf_counter()
-            plan_prune(daemon, dangling_only=not all_images, filters={}, unused_for=None,
+            plan_prune(deleter, dangling_only=not all_images, filters={}, unused_for=None,
                        now=datetime.now(timezone.utc))
             t3 = time.perf_counter()
             if profile is not None and i == 0:
-                daemon = Daemon(store, apply=False)
+                deleter = Deleter(store, apply=False)
                 prof = cProfile.Profile()
                 prof.enable()
-                plan_prune(daemon, dangling_only=not all_images, filters={}, unused_for=None,
+                plan_prune(deleter, dangling_only=not all_images, filters={}, unused_for=None,
                            now=datetime.now(timezone.utc))
                 prof.disable()
                 out = io.StringIO()

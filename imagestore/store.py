@@ -7,6 +7,7 @@ to the index in one transaction, under a lock that serialises writers of the sam
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from imagestore.errors import (
     LayerNotFound,
 )
 from imagestore.index import Index, Writer
-from imagestore.moby.buildkit import held_layers
+from imagestore.moby.buildkit import BuildKitLayers, held_layers, snapshots_db
 from imagestore.moby.daemon import check_writable
 from imagestore.moby.digest import chain_id, hex_of
 from imagestore.moby.drivers import Driver, find_driver, finish_removals
@@ -31,6 +32,7 @@ from imagestore.moby.image import check_history, parse_config
 from imagestore.moby.imagedb import ImageDB
 from imagestore.moby.layerdb import BadEntry, LayerMetadata
 from imagestore.moby.references import (
+    DEFAULT_TAG,
     BadReferences,
     InvalidReference,
     parse_normalized_named,
@@ -69,6 +71,7 @@ class Store(Saving, Reading):
         self.last_sync: SyncReport | None = None
         self._tidied = False  # deletes a crash interrupted were finished by this open
         self._driver: tuple[Driver | None] | None = None
+        self._held: tuple[tuple[int, ...] | None, BuildKitLayers] | None = None
 
     @contextlib.contextmanager
     def _write(self, what: str) -> Iterator[Writer]:
@@ -117,7 +120,15 @@ class Store(Saving, Reading):
         path = self.root.path.resolve()
         if path.parent.name != "image":  # outside a data-root: no BuildKit beside it
             return frozenset()
-        held = held_layers(path.parent.parent)
+        # Read once per version of the file, not once per image a prune deletes.
+        try:
+            st = os.stat(snapshots_db(path.parent.parent))
+            version: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            version = None
+        if self._held is None or version is None or self._held[0] != version:
+            self._held = (version, held_layers(path.parent.parent))
+        held = self._held[1]
         if held.unreadable is not None:
             raise ImageStoreError(f"cannot tell which layers BuildKit holds "
                                   f"({held.unreadable}): not releasing any")
@@ -245,13 +256,11 @@ class Store(Saving, Reading):
                 ref = parse_normalized_named(f"{ref.familiar_name()}:{tag}")
         except InvalidReference as exc:
             raise ImageStoreError(f"invalid reference format: {exc}") from None
-        if ref.digest is not None and not tag:
-            raise ImageStoreError("refusing to create a tag with a digest reference")
         with self._write("tag an image") as tx:
             require(tx, image_id)
             self._rewrite_references(tx, lambda raw: with_tag(raw, ref, image_id))
         self.set_last_updated(image_id)
-        return ref.familiar_string() if ref.tag else ref.familiar_string() + ":latest"
+        return ref.familiar_string() if ref.tag else f"{ref.familiar_string()}:{DEFAULT_TAG}"
 
     def untag(self, ref: str) -> bool:
         """Remove one reference (a key of ``repositories.json``) as moby's reference store

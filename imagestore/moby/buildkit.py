@@ -69,17 +69,9 @@ def owned_folders(data_root: Path) -> BuildKitFolders:
     ``data_root`` is the engine's data root (``/var/lib/docker``), not ``image/<driver>``.
     The file is only read, without a lock, so a running daemon is not disturbed.
     """
-    path = snapshots_db(data_root)
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return BuildKitFolders(frozenset())  # BuildKit never ran here: it owns nothing
-    except OSError as exc:
-        return BuildKitFolders(frozenset(), f"{path}: {exc.strerror or exc}")
-    try:
-        root = bbolt.read(path)
-    except bbolt.BoltError as exc:
-        return BuildKitFolders(frozenset(), str(exc))
+    root, unreadable = _snapshots(data_root)
+    if root is None:
+        return BuildKitFolders(frozenset(), unreadable)
     ids: set[str] = set()
     for key, entry in root.items():
         ids.add(os.fsdecode(key))  # as os.listdir names the folders
@@ -88,6 +80,23 @@ def owned_folders(data_root: Path) -> BuildKitFolders:
             if committed:
                 ids.add(os.fsdecode(committed))
     return BuildKitFolders(frozenset(i for i in ids if _folder_name(i)))
+
+
+def _snapshots(data_root: Path) -> tuple[bbolt.Bucket | None, str | None]:
+    """``snapshots.db``'s top level, read without a lock (a running daemon is not
+    disturbed); ``(None, None)`` when BuildKit never ran here, ``(None, why)`` when the file
+    cannot be read."""
+    path = snapshots_db(data_root)
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror or exc}"
+    try:
+        return bbolt.read(path), None
+    except bbolt.BoltError as exc:
+        return None, str(exc)
 
 
 def _folder_name(name: str) -> bool:
@@ -107,17 +116,9 @@ class BuildKitLayers:
 def held_layers(data_root: Path) -> BuildKitLayers:
     """The layers ``snapshots.db`` names (moby's snapshotter ``getLayer``): keys that are
     chain IDs and ``chainid`` values. None when BuildKit never ran here."""
-    path = snapshots_db(data_root)
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return BuildKitLayers(frozenset())
-    except OSError as exc:
-        return BuildKitLayers(frozenset(), f"{path}: {exc.strerror or exc}")
-    try:
-        root = bbolt.read(path)
-    except bbolt.BoltError as exc:
-        return BuildKitLayers(frozenset(), str(exc))
+    root, unreadable = _snapshots(data_root)
+    if root is None:
+        return BuildKitLayers(frozenset(), unreadable)
     chains: set[str] = set()
     for key, entry in root.items():
         chains.add(os.fsdecode(key))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagestore.errors import DaemonRunning, ReadOnlyStore
+from imagestore.moby.files import process_alive
 
 DEFAULT_DATA_ROOT = "/var/lib/docker"
 # Module constants so tests can point them elsewhere; never written.
@@ -281,16 +282,6 @@ def _pidfiles(data_root: Path) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _candidates(data_root: Path) -> Iterator[tuple[int, list[str] | str]]:
     """Each live dockerd once: its pid and argv, or for a pid file's process whose argv
     cannot be read, why."""
@@ -300,7 +291,7 @@ def _candidates(data_root: Path) -> Iterator[tuple[int, list[str] | str]]:
             pid = int(Path(pidfile).read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid <= 0 or pid in seen or not _alive(pid):
+        if pid <= 0 or pid in seen or not process_alive(pid):
             continue
         seen.add(pid)
         try:

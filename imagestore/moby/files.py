@@ -178,7 +178,7 @@ def remove_abandoned_temps(target: Path) -> list[tuple[Path, int]]:
 
 
 def _remove_if_abandoned(path: Path, pid: int) -> int | None:
-    if _alive(pid):
+    if process_alive(pid):
         return None
     try:
         fd = os.open(path, _READ)
@@ -190,7 +190,7 @@ def _remove_if_abandoned(path: Path, pid: int) -> int | None:
             return None
         # Held: its writer lives (the pid of another pid namespace means nothing here).
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if _alive(pid):  # made a moment ago, not locked yet: its writer is starting
+        if process_alive(pid):  # made a moment ago, not locked yet: its writer is starting
             return None
         os.unlink(path)
         return st.st_size
@@ -200,7 +200,7 @@ def _remove_if_abandoned(path: Path, pid: int) -> int | None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """The process ``pid`` exists and is not a zombie (whose files are closed, its locks
     released); one that cannot be signalled (another user's) exists."""
     if pid <= 0:

@@ -58,8 +58,6 @@ def single_reference(refs: list[Ref]) -> bool:
     return len(canonical) == 1 and (single or refs[0]).repository in canonical
 
 
-
-
 @dataclass
 class GraphNode:
     chain: str | None
@@ -133,8 +131,8 @@ class Deleter:
         """moby's ``checkImageDeleteConflict``, in its order."""
         def found(message: str, *, hard: bool = False, used: bool = False) -> ImageConflict:
             force = "cannot be forced" if hard else "must be forced"
-            return ImageConflict(f"conflict: unable to delete {truncate_id(image_id)} ({force}) - "
-                            f"{message}", hard=hard, used=used)
+            return ImageConflict(f"conflict: unable to delete {truncate_id(image_id)} "
+                                 f"({force}) - {message}", hard=hard, used=used)
 
         if mask & CHILD and self.children.get(image_id):
             return found("image has dependent child images", hard=True)
@@ -251,9 +249,10 @@ class Deleter:
             # image), and the image only with its last reference.
             users = self.users(image_id)
             if not force and single_reference(refs) and users:
-                raise ImageConflict(f"conflict: unable to remove repository reference \"{given}\" "
-                               f"(must force) - container {truncate_id(users[0][0])} is using its "
-                               f"referenced image {truncate_id(image_id)}")
+                raise ImageConflict(
+                    f"conflict: unable to remove repository reference \"{given}\" (must "
+                    f"force) - container {truncate_id(users[0][0])} is using its referenced "
+                    f"image {truncate_id(image_id)}")
             key = normalize_reference(given)
             name, _, digest = split_reference(key)
             rest = [r for r in refs if r.ref != key]

@@ -29,7 +29,7 @@ from imagestore.moby.gotime import ZERO_UNIX, go_time, parse_time, unix_seconds
 # The one key folding rule, shared with the checks that decide whether a config is valid.
 from imagestore.moby.image import _go_fold
 from imagestore.moby.layerdb import BadEntry, LayerDB
-from imagestore.moby.references import full_name, split_reference
+from imagestore.moby.references import tags_and_digests
 from imagestore.reading import Reading
 
 # What Go's zero time.Time marshals to: a config without "created", a never-tagged image.
@@ -230,20 +230,6 @@ def _unix(text: str) -> int:
     return unix_seconds(parse_time(text)) if text else ZERO_UNIX
 
 
-def _references(refs: list[str]) -> tuple[list[str], list[str]]:
-    """Tags and digests, familiar, in the reference store's order (moby reference/store.go
-    ``References``: sorted by the normalised name, ``String()``)."""
-    tags: list[tuple[str, str]] = []
-    digests: list[tuple[str, str]] = []
-    for ref in refs:
-        _, tag, digest = split_reference(ref)
-        if tag is not None:
-            tags.append((full_name(ref), ref))
-        elif digest is not None:
-            digests.append((full_name(ref), ref))
-    return [r for _, r in sorted(tags)], [r for _, r in sorted(digests)]
-
-
 def image_attrs(store: Reading, image_id: str, driver: Driver | None) -> JSON:
     """The body of ``GET /images/{id}/json``: moby 20.10 daemon/images/image_inspect.go
     ``LookupImage``, written as ``types.ImageInspect`` (api/types/types.go).
@@ -259,7 +245,7 @@ def image_attrs(store: Reading, image_id: str, driver: Driver | None) -> JSON:
     with store.index.read() as q:
         last_updated = (q.image_meta(image.id) or (None, False))[0]
         refs, size = q.refs_of(image.id), q.image_size(image.id) or 0
-    repo_tags, repo_digests = _references(refs)
+    repo_tags, repo_digests = tags_and_digests(refs)
     history = doc["history"] or []
     rootfs = doc["rootfs"] or _ROOTFS.zero()
     layers = list(rootfs["diff_ids"] or [])
@@ -377,7 +363,7 @@ def image_history(store: Reading, image_id: str) -> list[JSON]:
     with store.index.read() as q:
         for item in items:
             item["Id"] = current
-            item["Tags"] = _references(q.refs_of(current))[0] or None
+            item["Tags"] = tags_and_digests(q.refs_of(current))[0] or None
             # moby's walk ends where GetImage of the parent fails: none, or not in the store.
             if parent is None or not q.has_image(parent):
                 break

@@ -11,7 +11,7 @@ from typing import Any
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.gotime import ZERO_UNIX, parse_time, rfc3339, unix_seconds
 from imagestore.moby.image import parse_config
-from imagestore.moby.references import full_name, split_reference
+from imagestore.moby.references import full_name, tags_and_digests
 from imagestore.reading import Reading
 
 Row = dict[str, Any]
@@ -125,19 +125,12 @@ def inspect(store: Reading, image_id: str) -> Row:
     with store.index.read() as q:
         last_updated, built_locally = q.image_meta(image.id) or (None, False)
         refs, size = q.refs_of(image.id), q.image_size(image.id) or 0
-    tags: list[tuple[str, str]] = []
-    digests: list[tuple[str, str]] = []
-    for ref in refs:
-        _, tag, digest = split_reference(ref)
-        if tag is not None:
-            tags.append((full_name(ref), ref))
-        elif digest is not None:
-            digests.append((full_name(ref), ref))
+    tags, digests = tags_and_digests(refs)
     container = parse_config(image.raw).get("container")
     return {
         "id": image.id,
-        "repo_tags": [ref for _, ref in sorted(tags)],
-        "repo_digests": [ref for _, ref in sorted(digests)],
+        "repo_tags": tags,
+        "repo_digests": digests,
         "parent": image.parent,
         "children": store.children(image_id),
         "created": rfc3339(image.created_text),

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 from imagestore.errors import ImageStoreError
 from imagestore.moby.digest import truncate_id
 from imagestore.service import prune as pruning
-from imagestore.service.delete import Deleter, api_items
+from imagestore.service.delete import api_items, remove
 from imagestore.service.filters import FILTERS
 from imagestore.service.selection import api_filters
 
@@ -135,11 +135,10 @@ class ImageCollection:
         """``docker rmi``: the engine's ``Untagged``/``Deleted`` items (docker-py discards
         them). ``ImageConflict`` when a container, several repositories or a child image
         keep it; nothing is changed then."""
-        self.store.check_delete()
-        deleter = Deleter(self.store, apply=True)
-        image_id = deleter.resolve(image)
-        return api_items(deleter.image_delete(image, image_id, force=force,
-                                              prune=not noprune))
+        done = remove(self.store, [image], force=force, prune=not noprune)
+        if done.errors:
+            raise done.errors[0]
+        return api_items(done.deleter.done)
 
     def prune(self, filters: dict[str, Any] | None = None, *, unused_for: str | None = None,
               dry_run: bool = False) -> dict[str, Any]:

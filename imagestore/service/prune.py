@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +42,15 @@ class PruneResult:
     plan: list[dict[str, Any]]
     dry_run: bool
     interrupted: bool = False
-    failures: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> list[Record]:
         return self.deleter.done
+
+    @property
+    def failures(self) -> list[str]:
+        """Layers that could not be removed after their image went (moby logs them)."""
+        return self.deleter.failures
 
     @property
     def space_reclaimed(self) -> int:
@@ -82,9 +86,8 @@ def prune(store: Store, *, filters: dict[str, set[str]] | Iterable[str] = (),
         plan = plan_prune(deleter, dangling_only=dangling_only, filters=chosen,
                           unused_for=keep, now=now or datetime.now(timezone.utc))
     except KeyboardInterrupt:
-        raise PruneInterrupted(PruneResult(deleter, [], dry_run, True, deleter.failures)) \
-            from None
-    return PruneResult(deleter, plan, dry_run, failures=deleter.failures)
+        raise PruneInterrupted(PruneResult(deleter, [], dry_run, interrupted=True)) from None
+    return PruneResult(deleter, plan, dry_run)
 
 
 class PruneInterrupted(ImageStoreError):
@@ -98,7 +101,7 @@ class PruneInterrupted(ImageStoreError):
 
 def plan_prune(deleter: Deleter, *, dangling_only: bool, filters: dict[str, set[str]],
                unused_for: int | None, now: datetime) -> list[dict[str, Any]]:
-    """moby's ``ImagesPrune`` on ``daemon``; returns the plan: every image of the store with
+    """moby's ``ImagesPrune`` on ``deleter``; returns the plan: every image of the store with
     what happened to it and why."""
     until = go_timestamp(next(iter(filters["until"])), now) \
         if "until" in filters else None
@@ -116,8 +119,7 @@ def plan_prune(deleter: Deleter, *, dangling_only: bool, filters: dict[str, set[
             return None
         if image_id not in used:
             used[image_id] = last_use(deleter.store.root, image_id,
-                                             deleter.nodes[image_id].last_updated,
-                                             deleter.containers)
+                                      deleter.nodes[image_id].last_updated, deleter.containers)
         last = used[image_id]
         return f"{last[1]} at {last[0].isoformat()}, within --unused-for" \
             if last is not None and last[0] > cutoff else None
