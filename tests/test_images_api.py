@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from engine import ROOT_A, Engine
+from test_engine_api import _make_images
 from test_prune import disk, newest_created, unpack
 
 import imagestore
@@ -24,11 +25,15 @@ BUILDKIT = ROOT_A.with_name("root-A-buildkit.tar.xz")
 
 
 class Pair:
-    """The engine (through docker-py) and imagestore, each on its own copy."""
+    """The engine (through docker-py) and imagestore, each on its own copy (``made``: the
+    odd configs of test_engine_api added to both first)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, made: bool = False) -> None:
         self.theirs_root = unpack(BUILDKIT, tmp_path / "engine")
         self.ours_root = unpack(BUILDKIT, tmp_path / "ours")
+        if made:
+            for data_root in (self.theirs_root, self.ours_root):
+                _make_images(data_root)
         self.engine = Engine(self.theirs_root).start()
         self.client = docker.DockerClient(base_url=f"unix://{self.engine.sock}")
         self.store: Host = imagestore.open(self.ours_root / "image" / "vfs",
@@ -129,6 +134,21 @@ def test_prune_answers_as_the_engine(pair: Pair) -> None:
     with pytest.raises(imagestore.ImageStoreError) as ours_error:
         pair.store.images.prune(filters={"nope": "1"})
     assert str(ours_error.value) == theirs_error.value.explanation == "Invalid filter 'nope'"
+
+
+def test_prune_reads_labels_as_go_decodes_the_config(tmp_path: Path) -> None:
+    """A repeated ``config`` key merges into one Config (its labels survive a later
+    ``config`` without them); a null label value is a label."""
+    pair = Pair(tmp_path, made=True)
+    try:
+        for filters in ({"dangling": False, "label": "x=2"}, {"label": "e"},
+                        {"dangling": False, "label!": "x"}):
+            theirs = pair.client.images.prune(filters=filters)
+            ours = pair.store.images.prune(filters=filters)
+            assert _items(ours) == _items(theirs), filters
+            assert disk(pair.ours_root) == disk(pair.theirs_root), filters
+    finally:
+        pair.close()
 
 
 def test_a_dry_run_prunes_nothing_and_plans_what_the_run_does(pair: Pair) -> None:

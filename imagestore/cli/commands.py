@@ -205,8 +205,8 @@ def rm(ctx: Context, refs: tuple[str, ...], force_delete: bool, no_prune: bool,
     from imagestore.service.delete import remove, summary
 
     done = remove(ctx.store(write=True), refs, force=force_delete, prune=not no_prune)
-    emit(summary(done.deleter), fmt, lambda _: lines(
-        f"{kind.capitalize()}: {value}" for kind, value in done.deleter.done))
+    emit(summary(done.deleter, done.deleter.reported), fmt, lambda _: lines(
+        f"{kind.capitalize()}: {value}" for kind, value in done.deleter.reported))
     for failure in done.deleter.failures:
         click.echo(f"imagestore: warning: {failure}", err=True)
     errors = done.errors

@@ -21,6 +21,7 @@ from imagestore.index import listing
 from imagestore.moby.containers import Container, containers
 from imagestore.moby.digest import truncate_id
 from imagestore.moby.references import full_name, normalize_reference, split_reference
+from imagestore.moby.root import CONTENT
 
 if TYPE_CHECKING:
     from imagestore.moby.drivers import Driver
@@ -99,7 +100,10 @@ class Deleter:
         # (stopped), using every image whose top layer it sits on.
         self.containers: list[Container] = found if found is not None else []
         self.mounts = [] if found is not None else sorted((p, n) for n, p in mounts if p)
-        self.done: list[Record] = []
+        self.done: list[Record] = []  # everything done, in order
+        # What the engine's API answers: the records of each ImageDelete that returned (one
+        # that fails after deleting something answers only its error, as moby's does).
+        self.reported: list[Record] = []
         self.deleted: list[str] = []
         self.layers_removed: list[str] = []
         self.driver_bytes = 0
@@ -233,14 +237,27 @@ class Deleter:
             for ref in self.refs_of(image_id):
                 self._untag(image_id, ref.ref, records)
             self._delete(image_id, why, records)
-            if not prune or parent is None or parent not in self.nodes:
+            if not prune or parent is None:
                 return
+            if parent not in self.nodes:
+                # moby's helper asks the image store for the parent it would prune: a parent
+                # file naming a missing image fails the ImageDelete, after the delete.
+                missing = self.store.root.path / CONTENT / parent[7:]
+                raise ImageStoreError(f"failed to get digest {parent}: open {missing}: no such "
+                                      f"file or directory")
             why = f"parent of deleted {truncate_id(image_id)}, left without tag or child"
             image_id, force, quiet = parent, False, True
 
     def image_delete(self, given: str, image_id: str, *, force: bool, prune: bool,
                      why: str = "deleted as asked") -> list[Record]:
-        """moby's ``ImageDelete`` of ``given`` (which resolved to ``image_id``)."""
+        """moby's ``ImageDelete`` of ``given`` (which resolved to ``image_id``): its
+        records, which are ``reported`` only when it returns."""
+        records = self._image_delete(given, image_id, force=force, prune=prune, why=why)
+        self.reported += records
+        return records
+
+    def _image_delete(self, given: str, image_id: str, *, force: bool, prune: bool,
+                      why: str) -> list[Record]:
         records: list[Record] = []
         refs = self.refs_of(image_id)
         removed_ref = False
@@ -306,11 +323,15 @@ def remove(store: Store, names: Iterable[str], *, force: bool = False, prune: bo
     return Removal(deleter, errors)
 
 
-def summary(deleter: Deleter) -> dict[str, Any]:
-    """What a run removed, as ``--json`` reports it."""
-    return {"deleted": deleter.deleted,
-            "untagged": [v for k, v in deleter.done if k == "untagged"],
-            "layers_removed": deleter.layers_removed, "driver_bytes": deleter.driver_bytes}
+def summary(deleter: Deleter, records: list[Record]) -> dict[str, Any]:
+    """``records`` (the engine's answer, ``reported``, or all that was ``done``) as
+    ``--json`` reports them, with the graph-driver bytes freed."""
+    images = set(deleter.deleted)
+    gone = [v for k, v in records if k == "deleted"]
+    return {"deleted": [v for v in gone if v in images],
+            "untagged": [v for k, v in records if k == "untagged"],
+            "layers_removed": [v for v in gone if v not in images],
+            "driver_bytes": deleter.driver_bytes}
 
 
 def api_items(records: list[Record]) -> list[dict[str, str]]:

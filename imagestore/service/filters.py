@@ -4,10 +4,9 @@ accepted keys, and labels matched as moby's ``filters.Args.MatchKVList`` matches
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from imagestore.errors import ImageStoreError
-from imagestore.moby.image import Image
+from imagestore.service.inspect import go_image
 
 FILTERS = ("dangling", "label", "label!", "until")
 
@@ -40,17 +39,12 @@ def labels_match(filters: dict[str, set[str]], labels: dict[str, str]) -> bool:
     return all_match("label") and not ("label!" in filters and all_match("label!"))
 
 
-def config_labels(image_id: str, raw: bytes) -> dict[str, str] | None:
-    """``config.Labels`` as Go decodes it (keys folded; null values ""); ``None`` when the
-    config itself is null: moby then applies no label filter at all."""
-    config = Image(image_id, raw).config
-    if config is None:
-        return None
-    labels: Any = None
-    for key, value in config.items():
-        if key.lower() == "labels":
-            labels = value
-    return {k: v or "" for k, v in labels.items()} if isinstance(labels, dict) else {}
+def config_labels(raw: bytes) -> dict[str, str] | None:
+    """``config.Labels`` as Go decodes the config (keys folded, a repeated ``config`` key
+    merged into one, null values ""); ``None`` when the config itself is null: moby then
+    applies no label filter at all."""
+    config = go_image(raw)["config"]
+    return None if config is None else dict(config["Labels"] or {})
 
 
 __all__ = ["FILTERS", "config_labels", "labels_match", "prune_filters"]

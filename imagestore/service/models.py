@@ -138,7 +138,7 @@ class ImageCollection:
         done = remove(self.store, [image], force=force, prune=not noprune)
         if done.errors:
             raise done.errors[0]
-        return api_items(done.deleter.done)
+        return api_items(done.deleter.reported)
 
     def prune(self, filters: dict[str, Any] | None = None, *, unused_for: str | None = None,
               dry_run: bool = False) -> dict[str, Any]:

@@ -45,7 +45,9 @@ class PruneResult:
 
     @property
     def records(self) -> list[Record]:
-        return self.deleter.done
+        """The engine's answer: the records of every ImageDelete that returned; of an
+        interrupted run, everything it did (the last ImageDelete never returned)."""
+        return self.deleter.done if self.interrupted else self.deleter.reported
 
     @property
     def failures(self) -> list[str]:
@@ -54,10 +56,11 @@ class PruneResult:
 
     @property
     def space_reclaimed(self) -> int:
-        return sum(self.deleter.sizes.get(c, 0) for c in self.deleter.layers_removed)
+        return sum(self.deleter.sizes.get(value, 0) for kind, value in self.records
+                   if kind == "deleted")  # layers only: images have no size entry
 
     def to_dict(self) -> dict[str, Any]:
-        data = {**summary(self.deleter), "space_reclaimed": self.space_reclaimed,
+        data = {**summary(self.deleter, self.records), "space_reclaimed": self.space_reclaimed,
                 "plan": self.plan}
         if self.dry_run:
             data["dry_run"] = True
@@ -128,7 +131,7 @@ def plan_prune(deleter: Deleter, *, dangling_only: bool, filters: dict[str, set[
     selected = []
     for image_id, created in candidates:
         ns = unix_ns(created)
-        labels = config_labels(image_id, configs[image_id]) \
+        labels = config_labels(configs[image_id]) \
             if image_id in configs else None
         if until is not None and ns is not None and ns > until:
             reasons[image_id] = f"created {created}, after until"
@@ -146,14 +149,19 @@ def plan_prune(deleter: Deleter, *, dangling_only: bool, filters: dict[str, set[
         if dangling_only and any(r.tagged for r in current):
             reasons[image_id] = "tagged: not dangling"
             continue
-        try:
-            for given in [r.full for r in current] or [image_id[7:]]:
-                try:
-                    deleter.image_delete(given, image_id, force=False, prune=True, why=kind)
-                except ImageConflict as exc:  # skipped quietly, as moby does
-                    deleter.why[image_id] = str(exc)
-        except ImageStoreError as exc:  # moby logs it and goes on with the next image
-            deleter.why[image_id] = f"failed: {exc}"
+        targets: list[tuple[str | None, str]] = [(r.ref, r.full) for r in current] or \
+            [(None, image_id[7:])]
+        for key, given in targets:
+            # moby's ImageDelete of each reference in turn: an earlier one may have taken
+            # this one (the image deleted, or its digests untagged with its last tag).
+            if key is not None and deleter.by_ref.get(key) != image_id:
+                continue
+            try:
+                deleter.image_delete(given, image_id, force=False, prune=True, why=kind)
+            except ImageConflict as exc:  # skipped quietly, as moby does
+                deleter.why[image_id] = str(exc)
+            except ImageStoreError as exc:  # moby logs it and goes on
+                deleter.why[image_id] = f"failed: {exc}"
     plan = []
     for image_id, refs in start.items():
         action = "delete" if image_id not in deleter.nodes else \

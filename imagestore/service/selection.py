@@ -21,8 +21,7 @@ from imagestore.moby.references import (
     split_reference,
 )
 from imagestore.reading import Reading
-from imagestore.service.filters import labels_match
-from imagestore.service.inspect import go_image
+from imagestore.service.filters import config_labels, labels_match
 
 ACCEPTED = ("dangling", "label", "before", "since", "reference")
 _NS = 1_000_000_000
@@ -99,11 +98,8 @@ def select_images(store: Reading, *, all: bool = False,  # docker-py's name for 
         if (before is not None and when >= before) or (since is not None and when <= since):
             continue
         if "label" in args:
-            # Labels as Go decodes the config (a repeated "config" key merges into one
-            # Config, as filters.config_labels does not see): a null config never matches.
-            config = go_image(configs[image_id][0])["config"]
-            if config is None or not labels_match({"label": args["label"]},
-                                                  config["Labels"] or {}):
+            labels = config_labels(configs[image_id][0])  # a null config never matches
+            if labels is None or not labels_match({"label": args["label"]}, labels):
                 continue
         mine = refs.get(image_id, [])
         if by_ref:
