@@ -17,7 +17,9 @@ from imagestore.errors import (
     IndexUnavailable,
     InvalidImageConfig,
     LayerNotFound,
+    NoSuchNamespace,
     NoSuchStore,
+    ReadOnlyKind,
     ReadOnlyStore,
     StoreNameTaken,
     UnsafeDriverData,
@@ -28,7 +30,7 @@ from imagestore.lazy import loader
 if TYPE_CHECKING:
     from imagestore.moby.image import Image, RootFS
     from imagestore.moby.layerdb import LayerMetadata
-    from imagestore.opening import open
+    from imagestore.opening import namespaces, open
     from imagestore.store import Deletion, Store
     from imagestore.sync import Problem, ProblemKind, SyncReport
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Image": "imagestore.moby.image", "RootFS": "imagestore.moby.image",
     "LayerMetadata": "imagestore.moby.layerdb", "open": "imagestore.opening",
+    "namespaces": "imagestore.opening",
     "Store": "imagestore.store", "Deletion": "imagestore.store", "Problem": "imagestore.sync",
     "ProblemKind": "imagestore.sync", "SyncReport": "imagestore.sync",
 }
@@ -62,9 +65,11 @@ __all__ = [
     "InvalidImageConfig",
     "LayerMetadata",
     "LayerNotFound",
+    "NoSuchNamespace",
     "NoSuchStore",
     "Problem",
     "ProblemKind",
+    "ReadOnlyKind",
     "ReadOnlyStore",
     "RootFS",
     "Store",
@@ -72,5 +77,6 @@ __all__ = [
     "SyncReport",
     "UnsafeDriverData",
     "UnsupportedDriver",
+    "namespaces",
     "open",
 ]

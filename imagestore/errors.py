@@ -57,6 +57,29 @@ class ReadOnlyStore(ImageStoreError):
     """A writing method was called on a store opened with ``readonly=True``."""
 
 
+class ReadOnlyKind(ReadOnlyStore):
+    """A write asked of a kind of store imagestore only reads (containerd's, for now):
+    refused before anything is touched."""
+
+    def __init__(self, kind: str, what: str, namespace: str | None = None) -> None:
+        where = f" (namespace {namespace})" if namespace else ""
+        super().__init__(f"{what} refused: this is a {kind} store{where}, which imagestore "
+                         f"reads only; nothing was changed")
+        self.kind = kind
+        self.what = what
+        self.namespace = namespace
+
+
+class NoSuchNamespace(ImageStoreError, LookupError):
+    """A containerd root holds no such namespace; ``present`` lists those it holds."""
+
+    def __init__(self, namespace: str, present: list[str]) -> None:
+        super().__init__(f"namespace {namespace!r} is not in this containerd root "
+                         f"(namespaces: {', '.join(present) or 'none'})")
+        self.namespace = namespace
+        self.present = present
+
+
 class DaemonRunning(ImageStoreError):
     """A live ``dockerd`` owns the root (``sure``), or may and which cannot be told (``reason``
     says why): writing under it would corrupt its view.

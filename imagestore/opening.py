@@ -9,12 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imagestore.errors import ImageStoreError, IndexCorrupt
+from imagestore.errors import ImageStoreError, IndexCorrupt, NoSuchNamespace
 from imagestore.index.location import default_index_path, within
 from imagestore.moby.root import Root, find_root
 from imagestore.reading import Reading
 
 if TYPE_CHECKING:
+    from imagestore.containerd.layout import Layout
     from imagestore.index import Index as Index  # re-exported for the command line's types
     from imagestore.index.fastread import Result as Result
     from imagestore.index.quick import QuickWhole
@@ -33,8 +34,21 @@ def open(
     name: str | None = None,
     keep_env: bool = False,
     rename_root: bool = False,
+    namespace: str | None = None,
+    platform: str | None = None,
+    docker_root: str | os.PathLike[str] | None = None,
 ) -> Host:
     """Open the image root ``root`` with its index (created and migrated as needed).
+
+    ``root`` is a classic image root (``<data-root>/image/<driver>``, or the data-root), or a
+    containerd root (``/var/lib/containerd``, or a data-root whose own containerd keeps it
+    in ``containerd/daemon``): then the store is the namespace ``namespace`` (default
+    ``moby``, Docker 29's; ``k8s.io`` on a Kubernetes node), read-only, answering as Docker
+    29's containerd image service does, for ``platform`` (``os/arch[/variant]``, default
+    the host's) where an image holds several; ``docker_root``: the Docker data-root that
+    uses it (its containers say which image each runs; known by itself for a managed
+    containerd). ``namespace``, ``platform`` and ``docker_root`` mean nothing to a classic
+    root.
 
     ``sync``: bring the index up to date first (``progress(phase, done, total)`` is told as
     entries are read; the report is ``Store.last_sync``). ``force``: write even while a
@@ -45,6 +59,15 @@ def open(
     belongs to another root is refused (``StoreNameTaken``) unless ``rename_root``, which
     gives it to this root and reads the root whole.
     """
+    from imagestore.containerd import layout
+
+    found = layout.find(root)
+    if found is not None:
+        return _open_containerd(layout.Layout.at(found, Path(docker_root) if docker_root
+                                                 else None), index, namespace=namespace,
+                                platform=platform, readonly=readonly, sync=sync,
+                                progress=progress, name=name, keep_env=keep_env,
+                                rename_root=rename_root)
     from imagestore.index import Index, Writer
     from imagestore.service.host import Host
     from imagestore.sync import run
@@ -79,6 +102,52 @@ def open(
     return store
 
 
+def _open_containerd(where: Layout, index: str | os.PathLike[str] | None, *,
+                     namespace: str | None, platform: str | None, readonly: bool, sync: bool,
+                     progress: Progress | None, name: str | None, keep_env: bool,
+                     rename_root: bool) -> Host:
+    """A namespace of a containerd root: ``open`` for that kind of store."""
+    from imagestore.containerd.content import parse_platform
+    from imagestore.containerd.layout import DEFAULT_NAMESPACE
+    from imagestore.index import Index, Writer
+    from imagestore.index.location import containerd_name
+    from imagestore.service.ctdhost import ContainerdHost
+    from imagestore.sync import containerd as ctd_sync
+
+    ns = namespace or DEFAULT_NAMESPACE
+    try:
+        wanted = parse_platform(platform) if platform else None
+    except ValueError as exc:
+        raise ImageStoreError(str(exc)) from None
+    built: list[SyncReport] = []
+
+    def fill(tx: Writer) -> None:
+        built.append(ctd_sync.run(tx, where, ns, platform=wanted, progress=progress))
+
+    store_name = name or containerd_name(where.root, ns)
+    opened = Index.open(index, where.root, readonly=readonly, fill=fill if sync else None,
+                        forbidden=[where.root], name=store_name, keep_env=keep_env,
+                        rename_root=rename_root)
+    store = ContainerdHost(where, ns, opened, wanted)
+    try:
+        if built:
+            store.last_sync = built[-1]
+        elif sync and opened.frozen:
+            warnings.warn(f"index {opened.location()} cannot be written: answering from it "
+                          f"as it stands, without syncing", stacklevel=3)
+        elif sync and (opened.moved or not store.fresh()):
+            store.sync(progress=progress)
+    except NoSuchNamespace:
+        if opened.store.last_sync is None and not opened.frozen:
+            opened.forget(store_name)  # the store this open made for it
+        store.close()
+        raise
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 def _in_sync(store: Host) -> bool:
     """Nothing to sync, told from one read snapshot without the writers' lock (a warm open
     then never waits behind another process's sync); ``last_sync`` gets the report a sync
@@ -98,14 +167,23 @@ def _in_sync(store: Host) -> bool:
 
 
 def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | None = None, *,
-               name: str | None = None) -> Reading | None:
+               name: str | None = None, namespace: str | None = None,
+               platform: str | None = None,
+               docker_root: str | os.PathLike[str] | None = None) -> Reading | None:
     """The image root ``root`` for reading, when its index is a local SQLite file at the
     schema head and nothing changed on disk since its last sync: opened in milliseconds,
     without SQLAlchemy, Alembic or a write. ``None`` otherwise: ``open`` does the work (and
-    reports what is wrong)."""
+    reports what is wrong). A containerd root's namespace comes back as a
+    ``ContainerdReading``."""
+    from imagestore.containerd import layout
     from imagestore.index.quick import QuickIndex
     from imagestore.sync.fresh import unchanged
 
+    found = layout.find(root)
+    if found is not None:
+        return _quick_containerd(layout.Layout.at(found, Path(docker_root) if docker_root
+                                                  else None), index, name=name,
+                                 namespace=namespace, platform=platform)
     image_root = find_root(root)
     quick = QuickIndex.open(index, image_root, name=name)
     if quick is None:
@@ -129,6 +207,39 @@ def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | Non
     return Reading(image_root, quick)
 
 
+def _quick_containerd(where: Layout, index: str | os.PathLike[str] | None, *,
+                      name: str | None, namespace: str | None,
+                      platform: str | None) -> Reading | None:
+    from imagestore.containerd.content import parse_platform
+    from imagestore.containerd.layout import DEFAULT_NAMESPACE
+    from imagestore.index.location import containerd_name
+    from imagestore.index.quick import QuickIndex
+    from imagestore.service.ctdreading import ContainerdReading
+
+    ns = namespace or DEFAULT_NAMESPACE
+    try:
+        wanted = parse_platform(platform) if platform else None
+    except ValueError:
+        return None  # ``open`` says what is wrong
+    quick = QuickIndex.open(index, where.root, name=name or containerd_name(where.root, ns))
+    if quick is None:
+        return None
+    store = ContainerdReading(where, ns, quick, wanted)
+    started = datetime.now(timezone.utc)
+    try:
+        fresh = store.fresh()
+    except (ImageStoreError, OSError):
+        fresh = False
+    except BaseException:
+        quick.close()
+        raise
+    if not fresh:
+        quick.close()
+        return None
+    quick.synced(started)
+    return store
+
+
 def _docker_folders(image_root: Path) -> list[Path]:
     """Where the index may never be: it is derived data, never among the files it mirrors,
     nor beside them."""
@@ -136,6 +247,19 @@ def _docker_folders(image_root: Path) -> list[Path]:
                           else [])]
 
 
+
+
+def namespaces(root: str | os.PathLike[str]) -> list[dict[str, object]]:
+    """The namespaces of the containerd root ``root`` (or of the containerd a data-root
+    keeps), each with its image records, images, blobs, snapshots, containers and leases;
+    read from ``meta.db`` directly, without an index."""
+    from imagestore.containerd import layout, meta
+
+    found = layout.find(root)
+    if found is None:
+        raise ImageStoreError(f"{root} is not a containerd root (no "
+                              f"{layout.META} under it)")
+    return meta.summary(meta.read(layout.Layout(found).meta))
 
 
 def open_index(where: str) -> Index:
@@ -156,7 +280,11 @@ def open_quick_index(where: str) -> QuickWhole | None:
 
 def default_index(root: str | os.PathLike[str]) -> str:
     """Where the index of ``root`` lives when none is named."""
-    return str(default_index_path(find_root(root)))
+    from imagestore.containerd import layout
+
+    found = layout.find(root)
+    return str(default_index_path(found if found is not None else find_root(root)))
 
 
-__all__ = ["default_index", "open", "open_index", "open_quick", "open_quick_index"]
+__all__ = ["default_index", "namespaces", "open", "open_index", "open_quick",
+           "open_quick_index"]

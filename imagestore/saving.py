@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from imagestore.errors import LayerNotFound
-from imagestore.index import Index
 from imagestore.moby.archive import (
     LAYOUTS,
     OCI,
@@ -40,6 +39,7 @@ from imagestore.moby.references import (
 )
 from imagestore.moby.root import LAYERS, Root
 from imagestore.moby.tarsplit import LayerError, LayerSource, layer_source, stream_layer
+from imagestore.reading import Readable
 
 Output = str | os.PathLike[str] | BinaryIO
 
@@ -51,7 +51,7 @@ class StoreLike(Protocol):
     def root(self) -> Root: ...
 
     @property
-    def index(self) -> Index: ...
+    def index(self) -> Readable: ...
 
     def search(self, term: str) -> str: ...
 

@@ -29,6 +29,8 @@ def _private_state(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     monkeypatch.delenv("IMAGESTORE_ROOT", raising=False)
     monkeypatch.delenv("IMAGESTORE_INDEX", raising=False)
+    for name in ("IMAGESTORE_NAMESPACE", "IMAGESTORE_PLATFORM", "IMAGESTORE_DOCKER_ROOT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

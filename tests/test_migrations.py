@@ -46,8 +46,9 @@ def alembic_engine(tmp_path: Path) -> Iterator[Engine]:
 def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
     assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py",
-            "0004_listing_index.py", "0005_stores.py", "0006_misfiled_references.py"} <= versions
-    assert db.head_revision() == HEAD == "0006"  # a warm open needs neither Alembic nor SQLAlchemy
+            "0004_listing_index.py", "0005_stores.py", "0006_misfiled_references.py",
+            "0007_containerd_stores.py"} <= versions
+    assert db.head_revision() == HEAD == "0007"  # a warm open needs neither Alembic nor SQLAlchemy
 
 
 # Revision 0006 has repositories.json read once more (for the references it used to skip).
@@ -181,7 +182,10 @@ def test_downgrade_below_0005_refuses_an_index_with_several_stores(
         with engine.begin() as conn, pytest.raises(RuntimeError, match="holds 2 stores"):
             config.attributes["connection"] = conn
             command.downgrade(config, "0004")
-        assert db.current_revision(engine) == "0005"  # 0006 went down; 0005 would not
+        assert db.current_revision(engine) == "0005"  # 0007, 0006 went down; 0005 would not
+        with engine.begin() as conn:  # forgetting is the head's code: back up to the head
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
         store.index.forget("two")
         with engine.begin() as conn:
             config.attributes["connection"] = conn
@@ -225,3 +229,45 @@ def test_upgrade_0005_to_0006_lists_the_references_docker_lists(real_root: Path,
         assert ("other", "1", web) in {(r["repository"], r["tag"], r["id"])
                                        for r in report.image_rows(store)}
         assert [p.kind for p in store.last_sync.problems] == ["bad-reference"]
+
+
+def test_upgrade_0006_to_0007_keeps_the_classic_store_beside_containerd_ones(
+        real_root: Path, tmp_path: Path) -> None:
+    """An index of revision 0006 holds a classic store; upgraded, its rows are kept, it is
+    of kind ``moby``, every view has gained ``kind``, and containerd stores join it. Going
+    back down forgets the containerd stores (0006 knows none) and keeps the classic one."""
+    from ctd import unpack_a, unpack_c
+
+    path = tmp_path / "old.sqlite"
+    engine = _index_at("0006", real_root, path)
+    before = _counts(engine, "problems", "entry_buckets", "settings")
+    engine.dispose()
+    ctd_c, docker_c = unpack_c(tmp_path / "c")
+    ctd_a = unpack_a(tmp_path / "a")
+    with imagestore.open(real_root, path) as store:
+        assert db.current_revision(store.index.engine) == HEAD
+        assert store.last_sync is not None and not store.last_sync.read  # nothing re-read
+        assert _counts(store.index.engine, "problems", "entry_buckets", "settings") == before
+    imagestore.open(ctd_c, path, docker_root=docker_c).close()
+    imagestore.open(ctd_a, path, namespace="k8s.io").close()
+    with imagestore.open(real_root, path) as store:
+        kinds = {(r["kind"], r["namespace"], r["images"]) for r in store.index.stores()}
+        assert kinds == {("moby", None, 39), ("containerd", "moby", 17),
+                         ("containerd", "k8s.io", 3)}
+        for view in ("image_list", "image_layers", "layer_usage", "sync_problems",
+                     "store_summary", "layer_stores", "tag_list"):
+            columns, _ = store.index.sql(f"SELECT * FROM {view} LIMIT 0")
+            assert columns[-1] == ("namespace" if view == "store_summary" else "store_kind")
+        listed: dict[str, int] = dict(store.index.sql(
+            "SELECT store_kind, count(*) FROM image_list GROUP BY store_kind")[1])
+        assert listed == {"moby": 39, "containerd": 20}
+        engine = store.index.engine
+        config = db.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+        assert db.current_revision(engine) == "0006"
+        assert _counts(engine, "problems", "entry_buckets", "settings") == before
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM stores")).scalar() == 1
+            assert "kind" not in {c["name"] for c in inspect(conn).get_columns("stores")}

@@ -183,3 +183,41 @@ def test_sql_refuses_a_role_that_reaches_past_the_database(
         wrong = sql("SELECT * FROM no_such_table")
         assert wrong.code == 1 and _one_line(wrong.err)
         assert 'relation "no_such_table" does not exist' in wrong.err
+
+
+def test_containerd_stores_beside_a_classic_one_on_postgresql(real_root: Path, pg_url: str,
+                                                              tmp_path: Path) -> None:
+    """A fleet index on PostgreSQL: a classic store, Docker 29's namespace and a Kubernetes
+    node's, side by side; each answers as on SQLite; revision 0007 goes down (forgetting the
+    containerd stores) and up again with the classic store's rows kept."""
+    from ctd import unpack_a, unpack_c
+
+    ctd_c, docker_c = unpack_c(tmp_path / "c")
+    ctd_a = unpack_a(tmp_path / "a")
+    lite = tmp_path / "lite.sqlite"
+    answers = {}
+    for where in (lite, pg_url):
+        with imagestore.open(ctd_c, where, docker_root=docker_c) as c, \
+                imagestore.open(ctd_a, where, namespace="k8s.io") as k8s:
+            answers[str(where)] = ([m.attrs for m in c.images.list(all=True)],
+                                   sorted(c.heads()), [m.attrs for m in k8s.images.list()])
+    assert answers[str(lite)] == answers[pg_url]
+    with imagestore.open(real_root, pg_url) as store:
+        kinds = sorted((r["kind"], r["namespace"] or "", r["images"])
+                       for r in store.index.stores())
+        assert kinds == [("containerd", "k8s.io", 3), ("containerd", "moby", 17),
+                         ("moby", "", 39)]
+        shared = list(store.index.sql(
+            "SELECT store_kinds FROM shared_layers", allow_privileged_role=True)[1])
+        assert all(isinstance(r[0], str) for r in shared)
+        engine = store.index.engine
+        config = db.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM stores")).scalar() == 1
+    with imagestore.open(real_root, pg_url) as store:
+        assert db.current_revision(store.index.engine) == HEAD
+        assert len(store) == 39
+        assert [r["kind"] for r in store.index.stores()] == ["moby"]

@@ -45,8 +45,12 @@ class Whole(Protocol):
 class Context:
     def __init__(self, root: str | None, index: str | None, readonly: bool, force: bool,
                  name: str | None = None, keep_env: bool = False,
-                 rename_root: bool = False) -> None:
+                 rename_root: bool = False, namespace: str | None = None,
+                 platform: str | None = None, docker_root: str | None = None) -> None:
         self.root = root
+        self.namespace = namespace
+        self.platform = platform
+        self.docker_root = docker_root
         self.index = index
         self.readonly = readonly
         self.force = force
@@ -72,7 +76,9 @@ class Context:
                 and self.root is not None and not self.rename_root:
             from imagestore.opening import open_quick
 
-            self._quick = open_quick(self.root, self.index, name=self.name)
+            self._quick = open_quick(self.root, self.index, name=self.name,
+                                     namespace=self.namespace, platform=self.platform,
+                                     docker_root=self.docker_root)
         return self._quick or self.store()
 
     def store(self, *, write: bool = False, sync: bool = True) -> Host:
@@ -86,8 +92,21 @@ class Context:
                 self._store = imagestore.open(self.root, self.index, readonly=self.readonly,
                                               force=self.force, sync=sync, progress=bar,
                                               name=self.name, keep_env=self.keep_env,
-                                              rename_root=self.rename_root)
+                                              rename_root=self.rename_root,
+                                              namespace=self.namespace,
+                                              platform=self.platform,
+                                              docker_root=self.docker_root)
+        if write:
+            self.writable()
         return self._store
+
+    def writable(self, what: str | None = None) -> None:
+        """Refuse, in one line, a command that writes (or plans writes) on a kind of store
+        imagestore only reads (containerd's), before anything is done."""
+        store = self.store()
+        refuse = getattr(store, "refuse", None)
+        if refuse is not None:
+            refuse(what or click.get_current_context().info_name or "this command")
 
     def named(self) -> Reading:
         """The store ``--name`` names, read as the index holds it: no root is read or synced
@@ -277,12 +296,26 @@ def output_options(*formats: str) -> Callable[[Callable[..., Any]], Callable[...
               help="Give --name to this root although another root holds it (a moved "
                    "data-root, a disk image mounted elsewhere): the store is read again "
                    "whole from this root.")
+@click.option("--namespace", envvar="IMAGESTORE_NAMESPACE", metavar="NS",
+              help="On a containerd root: the namespace (default moby, Docker 29's; k8s.io on "
+                   "a Kubernetes node). [env: IMAGESTORE_NAMESPACE]")
+@click.option("--platform", envvar="IMAGESTORE_PLATFORM", metavar="OS/ARCH[/VARIANT]",
+              help="On a containerd root: the platform whose manifest answers for a "
+                   "multi-platform image (default: this host's). [env: IMAGESTORE_PLATFORM]")
+@click.option("--docker-root", envvar="IMAGESTORE_DOCKER_ROOT", metavar="DIR",
+              help="On a containerd root: the Docker data-root that uses it (its containers "
+                   "count in Containers). [env: IMAGESTORE_DOCKER_ROOT]")
 @click.version_option(imagestore.__version__, prog_name="imagestore")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, index: str | None, readonly: bool,
-        force: bool, name: str | None, keep_env: bool, rename_root: bool) -> None:
-    """Docker's image store, read and written without a daemon, with a persistent SQL index."""
-    ctx.obj = Context(root, index, readonly, force, name, keep_env, rename_root)
+        force: bool, name: str | None, keep_env: bool, rename_root: bool,
+        namespace: str | None, platform: str | None, docker_root: str | None) -> None:
+    """Docker's image store, read and written without a daemon, with a persistent SQL index.
+
+    The root is a classic Docker image root or data-root, or a containerd root
+    (/var/lib/containerd: Docker 29, Kubernetes nodes), which is read only."""
+    ctx.obj = Context(root, index, readonly, force, name, keep_env, rename_root, namespace,
+                      platform, docker_root)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -86,18 +86,31 @@ def info(ctx: Context, fmt: str | None) -> None:
 @cli.command("ls")
 @click.option("-a", "--all", "all_images", is_flag=True, help="Show intermediate images too.")
 @click.option("--dangling", is_flag=True, help="Only untagged heads.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="As docker images --filter: dangling, label, before, since, reference "
+                   "(and until on a containerd store).")
+@click.option("--digests", is_flag=True, help="Show digests.")
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 @click.option("--no-trunc", is_flag=True, help="Full IDs in the table.")
 @output_options("nl", "csv")
 @pass_ctx
-def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc: bool,
-           fmt: str | None) -> None:
+def ls_cmd(ctx: Context, all_images: bool, dangling: bool, filters: tuple[str, ...],
+           digests: bool, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
     """List images like `docker images`."""
-    from imagestore.service.listing import image_rows
+    from imagestore.service.listing import listed
 
     if quiet and fmt:
         raise click.UsageError(f"-q and --{fmt} cannot be combined")
-    rows = image_rows(ctx.reader(), all_images=all_images, dangling=dangling)
+    wanted: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"bad format of filter (expected name=value): {item!r}")
+        wanted.setdefault(key.strip().lower(), []).append(value)
+    if dangling:
+        wanted.setdefault("dangling", []).append("true")
+    rows = listed(ctx.reader(), all_images=all_images, filters=wanted, digests=digests)
+    columns = (*LS_COLUMNS[:2], "DIGEST", *LS_COLUMNS[2:]) if digests else LS_COLUMNS
 
     def text(_: Any) -> str:
         # docker/cli's images formatter: -q prints {{.ID}} for every row, so an image with
@@ -107,14 +120,16 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
         from imagestore.cli.humanize import human_size, since_formatter
 
         since = since_formatter()
-        return table([LS_COLUMNS, *(
+        return table([columns, *(
             (r["repository"] or "<none>", r["tag"] or "<none>",
+             *((r.get("digest") or "<none>",) if digests else ()),
              r["id"] if no_trunc else truncate_id(r["id"]), since(r["created"]),
              human_size(r["size"]))
             for r in rows)], LS_TABLE)
 
+    keys = (*LS_KEYS, "digest") if digests else LS_KEYS
     # The records only for a format that needs them: building them costs (docs/performance.md).
-    data = Records(LS_KEYS, [[r[k] for k in LS_KEYS] for r in rows]) if fmt else rows
+    data = Records(keys, [[r.get(k) for k in keys] for r in rows]) if fmt else rows
     emit(data, fmt, text)
 
 
@@ -124,10 +139,10 @@ def ls_cmd(ctx: Context, all_images: bool, dangling: bool, quiet: bool, no_trunc
 @pass_ctx
 def inspect(ctx: Context, refs: tuple[str, ...], fmt: str | None) -> None:
     """Full detail of images, as JSON (like `docker image inspect`)."""
-    from imagestore.service.listing import inspect as inspected
+    from imagestore.service.listing import described
 
     store = ctx.reader()
-    emit([inspected(store, store.resolve(r)) for r in refs], "json")
+    emit([described(store, r) for r in refs], "json")
 
 
 @cli.command()
@@ -215,6 +230,38 @@ def rm(ctx: Context, refs: tuple[str, ...], force_delete: bool, no_prune: bool,
     # docker rmi -f: images not found are not an error
     if errors and (not force_delete or not all(isinstance(e, ImageNotFound) for e in errors)):
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("source", metavar="SOURCE")
+@click.argument("target", metavar="TARGET[:TAG]")
+@pass_ctx
+def tag(ctx: Context, source: str, target: str) -> None:
+    """Make TARGET a reference to the image SOURCE names (as `docker tag`)."""
+    from imagestore.moby.references import split_reference
+
+    store = ctx.store(write=True)
+    repository, tag_, digest = split_reference(target)
+    if digest is not None:
+        raise click.UsageError(f"refusing to create a tag with a digest reference: {target}")
+    store.tag(store.resolve(source), repository, tag_)
+
+
+@cli.command()
+@output_options("nl", "csv")
+@pass_ctx
+def namespaces(ctx: Context, fmt: str | None) -> None:
+    """The namespaces of a containerd root (--root), each with its image records, images,
+    blobs, snapshots, containers and leases, read from its meta.db (no index)."""
+    import imagestore
+
+    if ctx.root is None:
+        raise click.UsageError("no root given: pass --root DIR (a containerd root)")
+    rows = imagestore.namespaces(ctx.root)
+    keys = ("namespace", "records", "images", "blobs", "snapshots", "containers", "leases")
+    emit(Records(keys, [[r[k] for k in keys] for r in rows]) if fmt else rows, fmt,
+         lambda _: table([tuple(k.upper() for k in keys),
+                          *(tuple(str(r[k]) for k in keys) for r in rows)], LS_TABLE))
 
 
 @cli.command("set-parent")

@@ -11,8 +11,8 @@ from imagestore.cli.app import Context, Group, cli, output_options, pass_ctx
 from imagestore.cli.output import Records, emit
 from imagestore.cli.tabwriter import table
 
-STORE_KEYS = ("name", "host", "root", "driver", "images", "last_sync")
-STORE_COLUMNS = ("NAME", "HOST", "ROOT", "DRIVER", "IMAGES", "LAST SYNC")
+STORE_KEYS = ("name", "kind", "namespace", "host", "root", "driver", "images", "last_sync")
+STORE_COLUMNS = ("NAME", "KIND", "NAMESPACE", "HOST", "ROOT", "DRIVER", "IMAGES", "LAST SYNC")
 # The same table settings as docker's listings.
 STORE_TABLE = (10, 1, 3, " ", 0)
 

@@ -64,6 +64,7 @@ def prune(ctx: Context, all_images: bool, filters: tuple[str, ...], unused_for: 
         except ImageStoreError:
             raise click.UsageError(f"--unused-for: not a duration: {unused_for!r}") from None
     store = ctx.store(write=not dry_run)
+    ctx.writable("prune")  # a containerd store: even a dry run plans docker's deletes
     streaming = fmt is None and not dry_run
     started = False
 

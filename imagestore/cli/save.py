@@ -2,7 +2,8 @@
 
 The archive goes to a file (written aside and renamed into place only when every layer
 checked out) or, with ``-o -``, to standard output for a pipe; a terminal is refused, as
-docker refuses it. The library does the work (``imagestore.saving``), imported only when the
+docker refuses it. The library does the work (``Store.save``: ``imagestore.saving``, or a containerd
+store's blobs), imported only when the
 command runs: ``--help`` must not load the index.
 """
 
@@ -36,11 +37,9 @@ def save_cmd(ctx: Context, refs: tuple[str, ...], output: str, layout: str) -> N
     stream = sys.stdout.buffer if output == "-" else None
     if stream is not None and stream.isatty():
         raise ImageStoreError(TERMINAL)
-    from imagestore import saving
-
     store = ctx.store()
     if stream is None:
-        saving.save(store, refs, Path(output), format=layout)
+        store.save(refs, Path(output), format=layout)
         return
-    saving.save(store, refs, stream, format=layout)
+    store.save(refs, stream, format=layout)
     stream.flush()

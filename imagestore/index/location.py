@@ -16,7 +16,7 @@ from imagestore.errors import IndexUnavailable
 
 # The newest revision in migrations/versions (a test keeps the two equal): an index already
 # there opens without importing Alembic at all, which a warm CLI call notices.
-HEAD = "0006"
+HEAD = "0007"
 # A sync that changed nothing still records when it ran, but no more often than this: a warm
 # open stays a pure read.
 STAMP_EVERY = dt.timedelta(minutes=1)
@@ -67,6 +67,11 @@ def identity(image_root: Path, name: str | None = None) -> Identity:
     return Identity(name or f"{host}:{root}", host, root, driver)
 
 
+def containerd_name(root: Path, namespace: str) -> str:
+    """A containerd store's default name: ``HOST:/real/path#containerd:NAMESPACE``."""
+    return f"{socket.gethostname()}:{os.path.realpath(root)}#containerd:{namespace}"
+
+
 def state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "imagestore"
@@ -96,5 +101,6 @@ def sqlite_file(index: str | os.PathLike[str] | None, root: Path | None = None
     return None
 
 
-__all__ = ["HEAD", "STAMP_EVERY", "Identity", "StoreInfo", "default_index_path", "identity",
+__all__ = ["HEAD", "STAMP_EVERY", "Identity", "StoreInfo", "containerd_name",
+           "default_index_path", "identity",
            "sqlite_file", "stamp", "stamp_due", "state_dir", "within"]

@@ -39,9 +39,10 @@ _ANCESTORS = (
 )
 # Every store of the index, by name, with its image count (``stores``): asked through
 # SQLAlchemy and through a bare sqlite3 connection alike.
-STORE_KEYS = ("name", "host", "root", "driver", "images", "last_sync")
-STORE_LISTING = ("SELECT s.name, s.host, s.root, s.driver, (SELECT count(*) FROM images i "
-                 "WHERE i.store_id = s.id) AS images, s.last_sync FROM stores s ORDER BY s.name")
+STORE_KEYS = ("name", "kind", "namespace", "host", "root", "driver", "images", "last_sync")
+STORE_LISTING = ("SELECT s.name, s.kind, s.namespace, s.host, s.root, s.driver, "
+                 "(SELECT count(*) FROM images i WHERE i.store_id = s.id) AS images, "
+                 "s.last_sync FROM stores s ORDER BY s.name")
 # Every image whose ID starts with a prefix is in [lo, hi): one range read of the primary
 # key's index (tests/test_search.py checks the plan).
 PREFIX_SQL = ("SELECT id FROM images WHERE store_id = :s AND id >= :lo AND id < :hi "
@@ -87,6 +88,26 @@ _SQL = {
               "(SELECT count(*) FROM tags WHERE store_id = :s), "
               "(SELECT count(*) FROM problems WHERE store_id = :s)",
 }
+
+# A containerd store's own rows, each table in its key's order (``index.ctdread``).
+CTD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ctd_images": ("name", "target", "media_type", "size", "created_at", "updated_at",
+                   "labels", "annotations"),
+    "ctd_targets": ("image_id", "digest", "media_type", "size", "is_index", "present",
+                    "problem", "entries"),
+    "ctd_manifests": ("image_id", "position", "digest", "media_type", "size", "platform",
+                      "annotations", "kind", "available", "config_digest",
+                      "config_media_type", "config_size", "best", "problem"),
+    "ctd_configs": ("digest", "present", "raw"),
+    "ctd_layers": ("manifest", "position", "digest", "media_type", "size", "present",
+                   "diff_id", "chain_id", "unpacked"),
+    "ctd_containers": ("id", "image", "snapshotter", "snapshot_key"),
+}
+_CTD_ORDER = {"ctd_images": "name", "ctd_targets": "image_id, digest",
+              "ctd_manifests": "image_id, position", "ctd_configs": "digest",
+              "ctd_layers": "manifest, position", "ctd_containers": "id"}
+_SQL.update({table: f"SELECT {', '.join(columns)} FROM {table} WHERE store_id = :s "
+                    f"ORDER BY {_CTD_ORDER[table]}" for table, columns in CTD_COLUMNS.items()})
 
 # (image ID, created, parent ID, chain size, is a head)
 ListedImage = tuple[str, str | None, str | None, int | None, bool]
@@ -169,6 +190,10 @@ class Reader:
         row = self._first("counts") or (0, 0, 0, 0)
         return dict(zip(("images", "layers", "tags", "problems"), map(int, row), strict=True))
 
+    def image_ids(self) -> list[str]:
+        """Every image ID of the store, sorted."""
+        return [r[0] for r in self._rows("ids")]
+
     # -- the parent graph ---------------------------------------------------------------------
     def graph(self) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
         """Every image ID (sorted), every (child, parent) edge, every (image ID, ref) by ref."""
@@ -206,6 +231,10 @@ class Reader:
     def problems(self) -> list[tuple[str, str, str]]:
         """(path, kind, reason) of every entry the syncs skipped, by path."""
         return [(r[0], r[1], r[2]) for r in self._rows("problems")]
+
+    def ctd_rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of one of a containerd store's tables (``CTD_COLUMNS``)."""
+        return self._rows(table)
 
     def setting(self, key: str) -> str | None:
         row = self._first("setting", key=key)
@@ -260,5 +289,5 @@ def layer_of(lt: Any, t: Any) -> Any:
     return (lt.c.store_id == t.c.store_id) & (lt.c.chain_id == t.c.chain_id)
 
 
-__all__ = ["IS_HEAD", "PREFIX_SQL", "STORE_KEYS", "STORE_LISTING", "Digests", "ListedImage",
-           "PlainReader", "Reader", "edge_of", "is_head", "layer_of"]
+__all__ = ["CTD_COLUMNS", "IS_HEAD", "PREFIX_SQL", "STORE_KEYS", "STORE_LISTING", "Digests",
+           "ListedImage", "PlainReader", "Reader", "edge_of", "is_head", "layer_of"]

@@ -62,6 +62,9 @@ class StoreRow(Base):
     last_sync: Mapped[str | None] = mapped_column(Text)
     # Configs are stored with their Env values and build arguments redacted.
     redacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "moby" (the classic store under image/<driver>) or "containerd" (read-only).
+    kind: Mapped[str] = mapped_column(Text, server_default="moby")
+    namespace: Mapped[str | None] = mapped_column(Text)  # containerd's only
 
 
 class ImageRecord(Base):
@@ -195,6 +198,124 @@ class SettingRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class CtdImageRow(Base):
+    """A record of containerd's ``v1/<namespace>/images``: a name and its target. Many
+    records share a target: Docker 29 shows them as one image, whose ID is the target."""
+
+    __tablename__ = "ctd_images"
+
+    store_id: Mapped[int] = _store_id()
+    name: Mapped[str] = mapped_column(PATH, primary_key=True)
+    target: Mapped[str] = mapped_column(ID)
+    media_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[str | None] = mapped_column(Text)
+    labels: Mapped[str] = mapped_column(Text)  # JSON object
+    annotations: Mapped[str] = mapped_column(Text)  # JSON object
+
+    __table_args__ = (Index("ix_ctd_images_target", "store_id", "target"),)
+
+
+class CtdTargetRow(Base):
+    """An image's target (``digest`` = ``image_id``) and every index blob walked from it."""
+
+    __tablename__ = "ctd_targets"
+
+    store_id: Mapped[int] = _store_id()
+    image_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    digest: Mapped[str] = mapped_column(ID, primary_key=True)
+    media_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    is_index: Mapped[bool] = mapped_column(Boolean)
+    present: Mapped[bool] = mapped_column(Boolean)
+    problem: Mapped[str | None] = mapped_column(Text)
+    entries: Mapped[str | None] = mapped_column(Text)  # an index's manifests[] (JSON)
+
+
+class CtdManifestRow(Base):
+    """A platform manifest of an image (the target itself, or an entry of its index)."""
+
+    __tablename__ = "ctd_manifests"
+
+    store_id: Mapped[int] = _store_id()
+    image_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(ID)
+    media_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    platform: Mapped[str | None] = mapped_column(Text)  # os/arch[/variant]
+    annotations: Mapped[str] = mapped_column(Text)  # JSON object
+    kind: Mapped[str] = mapped_column(Text)  # image, attestation, unknown
+    available: Mapped[bool] = mapped_column(Boolean)
+    config_digest: Mapped[str | None] = mapped_column(ID)
+    config_media_type: Mapped[str | None] = mapped_column(Text)
+    config_size: Mapped[int | None] = mapped_column(BigInteger)
+    best: Mapped[bool] = mapped_column(Boolean)  # the one that answers for the image
+    problem: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_ctd_manifests_digest", "store_id", "digest"),)
+
+
+class CtdConfigRow(Base):
+    """An image config blob, by digest (shared by every manifest naming it)."""
+
+    __tablename__ = "ctd_configs"
+
+    store_id: Mapped[int] = _store_id()
+    digest: Mapped[str] = mapped_column(ID, primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class CtdLayerRow(Base):
+    """A layer of a manifest: its blob, its diff ID and chain ID, and its snapshot's usage
+    when it is unpacked (``None`` otherwise)."""
+
+    __tablename__ = "ctd_layers"
+
+    store_id: Mapped[int] = _store_id()
+    manifest: Mapped[str] = mapped_column(ID, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(ID)
+    media_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    present: Mapped[bool] = mapped_column(Boolean)
+    diff_id: Mapped[str | None] = mapped_column(ID)
+    chain_id: Mapped[str | None] = mapped_column(ID)
+    unpacked: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ctd_layers_diff", "diff_id", "store_id"),)
+
+
+class CtdSnapshotRow(Base):
+    """A snapshot of the namespace, with what its snapshotter's own database says."""
+
+    __tablename__ = "ctd_snapshots"
+
+    store_id: Mapped[int] = _store_id()
+    snapshotter: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(PATH, primary_key=True)
+    parent: Mapped[str | None] = mapped_column(PATH)
+    backend: Mapped[str] = mapped_column(Text)
+    backend_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str | None] = mapped_column(Text)  # committed, active, view
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    inodes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class CtdContainerRow(Base):
+    """A container record of the namespace (it keeps its image's snapshots)."""
+
+    __tablename__ = "ctd_containers"
+
+    store_id: Mapped[int] = _store_id()
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    image: Mapped[str] = mapped_column(Text)
+    snapshotter: Mapped[str] = mapped_column(Text)
+    snapshot_key: Mapped[str] = mapped_column(Text)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -203,7 +324,9 @@ def _table(model: type[Base]) -> Table:
 
 # Every table whose rows belong to one store, children before parents.
 STORE_TABLES = ("image_parents", "images", "layers", "mounts", "tags", "entry_buckets",
-                "problems", "settings")
+                "problems", "settings", "ctd_images", "ctd_targets", "ctd_manifests",
+                "ctd_configs", "ctd_layers", "ctd_snapshots", "ctd_containers")
+CTD_TABLES = STORE_TABLES[8:]
 
 # Core handles for the hot paths (bulk inserts and set-based queries, no ORM objects).
 stores = _table(StoreRow)
@@ -215,8 +338,16 @@ tags = _table(TagRow)
 entry_buckets = _table(EntryBucketRow)
 problems = _table(ProblemRow)
 settings = _table(SettingRow)
+ctd_images = _table(CtdImageRow)
+ctd_targets = _table(CtdTargetRow)
+ctd_manifests = _table(CtdManifestRow)
+ctd_configs = _table(CtdConfigRow)
+ctd_layers = _table(CtdLayerRow)
+ctd_snapshots = _table(CtdSnapshotRow)
+ctd_containers = _table(CtdContainerRow)
 
 __all__ = [
+    "CTD_TABLES",
     "STORE_TABLES",
     "Base",
     "EntryBucketRow",
@@ -228,6 +359,13 @@ __all__ = [
     "SettingRow",
     "StoreRow",
     "TagRow",
+    "ctd_configs",
+    "ctd_containers",
+    "ctd_images",
+    "ctd_layers",
+    "ctd_manifests",
+    "ctd_snapshots",
+    "ctd_targets",
     "entry_buckets",
     "images",
     "layers",

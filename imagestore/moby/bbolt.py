@@ -99,7 +99,14 @@ class _Meta:
 
 
 def read(path: str | os.PathLike[str]) -> Bucket:
-    """The root bucket of the bbolt file at ``path``, read without writing or locking.
+    """The root bucket of the bbolt file at ``path`` (see ``read_with_txid``)."""
+    return read_with_txid(path)[0]
+
+
+def read_with_txid(path: str | os.PathLike[str]) -> tuple[Bucket, int]:
+    """The root bucket of the bbolt file at ``path``, read without writing or locking, and
+    the transaction ID of the meta page it was read from (a reader beside a live writer
+    reads the txid again afterwards: an unchanged one means no commit tore the read).
 
     ``O_NONBLOCK`` and the regular-file check keep a FIFO or device planted at ``path`` from
     hanging or flooding the reader; like every read under a data root (``files.py``), a
@@ -116,7 +123,27 @@ def read(path: str | os.PathLike[str]) -> Bucket:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise BoltError(f"{name}: not a regular file")
-        return _Reader(fd, info.st_size, name).root()
+        reader = _Reader(fd, info.st_size, name)
+        return reader.root(), reader.meta.txid
+    except OSError as exc:
+        raise BoltError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def txid(path: str | os.PathLike[str]) -> int:
+    """The transaction ID of the file's current meta page (two small reads)."""
+    name = os.fsdecode(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                     | os.O_NOCTTY)
+    except OSError as exc:
+        raise BoltError(f"{name}: cannot open: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BoltError(f"{name}: not a regular file")
+        return _Reader(fd, info.st_size, name).meta.txid
     except OSError as exc:
         raise BoltError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     finally:

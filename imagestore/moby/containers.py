@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.digest import is_image_id
@@ -43,7 +44,15 @@ def containers(root: Root) -> list[Container] | None:
     data-root (no ``containers`` folder to read). A container whose config cannot be read is
     skipped, as the daemon skips it when it loads."""
     folder = root.path.parent.parent / "containers"
-    if root.path.parent.name != "image" or not folder.is_dir() or folder.is_symlink():
+    if root.path.parent.name != "image":
+        return None
+    return containers_in(folder)
+
+
+def containers_in(folder: Path) -> list[Container] | None:
+    """The containers of a data-root's ``containers`` folder (``None`` when it is not a
+    folder); Docker 29 keeps them there in containerd mode too."""
+    if not folder.is_dir() or folder.is_symlink():
         return None
     found = []
     with os.scandir(folder) as entries:  # a symlinked entry is not followed out
@@ -71,4 +80,4 @@ def containers_using(root: Root) -> set[str]:
     return {c.image for c in containers(root) or ()}
 
 
-__all__ = ["Container", "containers", "containers_using"]
+__all__ = ["Container", "containers", "containers_in", "containers_using"]

@@ -39,6 +39,18 @@ class ProblemKind(str, Enum):
     MISSING_DRIVER_DATA = "missing-driver-data"  # a layer's or container's folder is gone
     UNFINISHED_REMOVAL = "unfinished-removal"  # <chain>-<random>-removing, the driver's tmp/
     LAYER_DATA = "layer-data"  # a layer whose tar cannot be rebuilt byte for byte
+    # containerd's store (imagestore.containerd.check): its kinds, under the same names.
+    MISSING_BLOB = "missing-blob"  # an image needs it; no file, or no record in the namespace
+    BAD_BLOB = "bad-blob"  # a blob path that is not a regular file, or cannot be read
+    SIZE_MISMATCH = "size-mismatch"
+    BAD_DOCUMENT = "bad-document"  # an index or manifest that does not parse
+    BAD_RECORD = "bad-record"  # a meta.db record that cannot be right
+    UNREFERENCED_BLOB = "unreferenced-blob"  # containerd's garbage collector would take it
+    UNPROTECTED_BLOB = "unprotected-blob"  # an image needs it, yet the collector would take it
+    UNREFERENCED_SNAPSHOT = "unreferenced-snapshot"
+    INGEST = "ingest"  # an unfinished write of the content store
+    BROKEN_SNAPSHOT_CHAIN = "broken-snapshot-chain"
+    TORN_READ = "torn-read"  # meta.db could not be read consistently
 
     def __str__(self) -> str:
         return self.value
@@ -60,6 +72,19 @@ class ProblemKind(str, Enum):
 
 
 _ACTIONS = {
+    ProblemKind.MISSING_BLOB: "pull the image again (or remove it with ctr/docker)",
+    ProblemKind.BAD_BLOB: "inspect it by hand: containerd's blobs are regular files",
+    ProblemKind.SIZE_MISMATCH: "restore it from a backup, or pull the image again",
+    ProblemKind.BAD_DOCUMENT: "pull the image again",
+    ProblemKind.BAD_RECORD: "remove the record with ctr and pull the image again",
+    ProblemKind.UNREFERENCED_BLOB: "containerd's garbage collector removes it at its next run",
+    ProblemKind.UNPROTECTED_BLOB: "pull the image again: containerd's collector would take it",
+    ProblemKind.UNREFERENCED_SNAPSHOT: "containerd's garbage collector removes it at its next "
+                                       "run",
+    ProblemKind.INGEST: "containerd aborts it when it expires (ctr content active / rm)",
+    ProblemKind.BROKEN_SNAPSHOT_CHAIN: "remove the snapshot with ctr snapshots rm and unpack "
+                                       "again",
+    ProblemKind.TORN_READ: "run again (containerd was committing), or check a copy of meta.db",
     ProblemKind.TEMP_FILE: "remove it (fsck --repair)",
     ProblemKind.INVALID_NAME: "inspect and remove it by hand",
     ProblemKind.UNREADABLE: "inspect it by hand",

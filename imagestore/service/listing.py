@@ -5,13 +5,14 @@ docker's order, ``docker image inspect`` in snake_case with the index's extra kn
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from imagestore.errors import InvalidImageConfig
 from imagestore.moby.gotime import ZERO_UNIX, parse_time, rfc3339, unix_seconds
 from imagestore.moby.image import parse_config
-from imagestore.moby.references import full_name, tags_and_digests
+from imagestore.moby.references import full_name, split_reference, tags_and_digests
 from imagestore.reading import Reading
 
 Row = dict[str, Any]
@@ -233,3 +234,84 @@ def forest(store: Reading) -> list[TreeNode]:
 
 
 __all__ = ["Row", "TreeNode", "forest", "image_rows", "inspect"]
+
+
+# -- docker images from the engine's rows (a containerd store; --digests) ----------------------
+def formatted(repo_tags: list[str], repo_digests: list[str], *, digests: bool
+              ) -> list[tuple[str | None, str | None, str | None]]:
+    """(repository, tag, digest) of one image's rows as docker/cli prints them
+    (cli/command/formatter/image.go ``imageFormatTaggedAndDigest``): one row per tag (per
+    digest of its repository with ``digests``), then the repositories that only hold
+    digests; an image with neither is one ``<none>`` row. docker/cli walks Go maps here:
+    this keeps the references' own order."""
+    tags: dict[str, list[str]] = {}
+    by_repo: dict[str, list[str]] = {}
+    for ref in repo_tags:
+        repo, tag, _ = split_reference(ref)
+        if tag is not None:
+            tags.setdefault(repo, []).append(tag)
+    for ref in repo_digests:
+        repo, _, digest = split_reference(ref)
+        if digest is not None:
+            by_repo.setdefault(repo, []).append(digest)
+    if not tags and not by_repo:
+        return [(None, None, None)]
+    out: list[tuple[str | None, str | None, str | None]] = []
+    for repo, repo_tags_ in tags.items():
+        mine = by_repo.pop(repo, [])  # never a row of its own
+        for tag in repo_tags_:
+            out += [(repo, tag, d) for d in mine] if digests and mine else [(repo, tag, None)]
+    for repo, repo_digests_ in by_repo.items():
+        out += [(repo, None, d) for d in repo_digests_] if digests else [(repo, None, None)]
+    return out
+
+
+def engine_rows(api_rows: list[Row], *, digests: bool = False) -> list[Row]:
+    """``docker images`` rows (as ``image_rows`` gives them, with ``digest``) from the
+    engine's ``GET /images/json`` rows, in their order."""
+    out = []
+    for r in api_rows:
+        created = datetime.fromtimestamp(int(r.get("Created") or 0), timezone.utc)
+        base = {"id": r["Id"], "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "size": int(r.get("Size") or 0), "parent": r.get("ParentId") or None}
+        for repo, tag, digest in formatted(list(r.get("RepoTags") or []),
+                                           list(r.get("RepoDigests") or []), digests=digests):
+            out.append({**base, "repository": repo, "tag": tag, "digest": digest})
+    return out
+
+
+def listed(store: Reading, *, all_images: bool = False,
+           filters: dict[str, list[str]] | None = None, digests: bool = False) -> list[Row]:
+    """``imagestore ls``: the rows ``docker images`` prints with these options, from either
+    kind of store (a containerd store's from Docker 29's own rows)."""
+    filters = {k: list(v) for k, v in (filters or {}).items()}
+    rows_of = getattr(getattr(store, "images", None), "rows", None)
+    if getattr(store, "kind", "moby") != "moby" and rows_of is not None:
+        return engine_rows(rows_of(all=all_images, filters=filters), digests=digests)
+    plain_dangling = filters == {"dangling": ["true"]}
+    rows = image_rows(store, all_images=all_images or (bool(filters) and not plain_dangling),
+                      dangling=plain_dangling)
+    if filters and not plain_dangling:
+        from imagestore.service.selection import select_images
+
+        kept = set(select_images(store, all=all_images, filters=filters))
+        rows = [r for r in rows if r["id"] in kept]
+    if not digests:
+        return rows
+    out: list[Row] = []
+    with store.index.read() as q:
+        for image_id in dict.fromkeys(r["id"] for r in rows):
+            first = next(r for r in rows if r["id"] == image_id)
+            tags, digests_ = tags_and_digests(q.refs_of(image_id))
+            out += [{**first, "repository": repo, "tag": tag, "digest": digest}
+                    for repo, tag, digest in formatted(tags, digests_, digests=True)]
+    return out
+
+
+def described(store: Reading, ref: str) -> Row:
+    """``imagestore inspect REF``: a classic store's image in snake_case (``inspect``); a
+    containerd store's as Docker 29 inspects it (``GET /images/{name}/json``)."""
+    images = getattr(store, "images", None)
+    if getattr(store, "kind", "moby") != "moby" and images is not None:
+        return dict(images.get(ref).attrs)
+    return inspect(store, store.resolve(ref))

@@ -12,8 +12,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from imagestore.errors import ImageStoreError
 from imagestore.moby.digest import truncate_id
-from imagestore.service import prune as pruning
-from imagestore.service.delete import api_items, remove
 from imagestore.service.filters import FILTERS
 from imagestore.service.selection import api_filters
 
@@ -135,6 +133,9 @@ class ImageCollection:
         """``docker rmi``: the engine's ``Untagged``/``Deleted`` items (docker-py discards
         them). ``ImageConflict`` when a container, several repositories or a child image
         keep it; nothing is changed then."""
+        # Imported here: reading (a containerd store's quick reader) must not load the index.
+        from imagestore.service.delete import api_items, remove
+
         done = remove(self.store, [image], force=force, prune=not noprune)
         if done.errors:
             raise done.errors[0]
@@ -146,6 +147,9 @@ class ImageCollection:
         n}``. ``filters`` as the engine takes them (``dangling``: ``False`` for ``-a``;
         ``until``, ``label``, ``label!``). Beyond docker: ``unused_for`` keeps images used,
         tagged or arrived within that duration; ``dry_run`` changes nothing."""
+        from imagestore.service import prune as pruning
+        from imagestore.service.delete import api_items
+
         result = pruning.prune(self.store, filters=engine_filters(filters), dry_run=dry_run,
                                unused_for=unused_for)
         items = api_items(result.records)
