@@ -1,6 +1,7 @@
 """The benchmark: imagestore against its baselines, measured side by side in one run.
 
     python -m bench [--sizes 1000,10000,20000,100000] [--repeat 3] [--workdir DIR] [--no-write]
+    python -m bench containerd [...]   (containerd's image store: bench/containerd.py)
 
 For each size it generates a synthetic store (bench/gen_imagedb.py, fixed seed), then measures
 the plain-Python floor (read + sha256 + json.loads of every config, read every layerdb entry),
@@ -354,7 +355,17 @@ def machine() -> str:
             f"{sqlite3.sqlite_version}")
 
 
+# Other benchmarks reachable as ``python -m bench NAME …`` (each also ``python -m bench.NAME``).
+SUBCOMMANDS = {"containerd": "bench.containerd"}
+
+
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] and given[0] in SUBCOMMANDS:
+        import importlib
+
+        importlib.import_module(SUBCOMMANDS[given[0]]).main(given[1:])
+        return
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,10000,20000,100000")
     ap.add_argument("--repeat", type=int, default=3)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from imagestore.containerd.layout import Layout
 from imagestore.containerd.meta import Namespace
+from imagestore.moby.files import file_kind
 
 CHUNK = 1 << 20
 MAX_DOCUMENT = 8 << 20  # an index or manifest larger than this is hashed, never parsed
@@ -34,13 +35,7 @@ class Blob:
     record_size: int | None = None
 
 
-def what(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
-                       (stat.S_ISLNK, "a symlink"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "a special file"
+what = file_kind  # the words fsck uses for a file that is not a regular one
 
 
 def _hash(path: os.PathLike[str] | str, algorithm: str, size: int, ino: int,

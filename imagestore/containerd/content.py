@@ -107,7 +107,7 @@ def read_blob(layout: Layout, digest: str, *, limit: int = MAX_DOCUMENT,
               verify: bool = True) -> bytes:
     """A blob's bytes, checked against its digest; ``BlobError`` says what is wrong."""
     try:
-        path = layout.blob(digest)
+        path = layout.blob_file(digest)
     except ValueError:
         raise BlobError(digest, "not a valid digest") from None
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
@@ -142,7 +142,7 @@ def read_blob(layout: Layout, digest: str, *, limit: int = MAX_DOCUMENT,
 def blob_size(layout: Layout, digest: str) -> int | None:
     """The blob file's size, or ``None`` when absent (never follows a symlink)."""
     try:
-        info = os.lstat(layout.blob(digest))
+        info = os.lstat(layout.blob_file(digest))
     except (OSError, ValueError):
         return None
     return info.st_size if stat.S_ISREG(info.st_mode) else None

@@ -70,6 +70,7 @@ class Manifest:
     config_present: bool = False
     layers: list[Layer] = field(default_factory=list)
     problem: str | None = None
+    _config_doc: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def content_size(self) -> int:
@@ -95,12 +96,16 @@ class Manifest:
         return self.layers[-1].chain_id if self.layers else None
 
     def config_json(self) -> dict[str, Any]:
-        if self.config_raw is None:
-            return {}
-        try:
-            return c.document(self.config_raw)
-        except ValueError:
-            return {}
+        """The config, parsed (once: a listing asks for it again and again)."""
+        if self._config_doc is None:
+            doc: dict[str, Any] = {}
+            if self.config_raw is not None:
+                try:
+                    doc = c.document(self.config_raw)
+                except ValueError:
+                    doc = {}
+            self._config_doc = doc
+        return self._config_doc
 
 
 @dataclass
@@ -157,11 +162,21 @@ class Resolver:
         self._docs: dict[str, dict[str, Any] | str] = {}
         self._raw: dict[str, bytes | None] = {}
         self._present: dict[str, bool] = {}
+        self._files = layout.regular_blobs()  # one listing, not a stat per blob
+        # Docker's own snapshotter first, where a chain is unpacked in several
+        self._order = sorted(ns.snapshots, key=lambda n: (n != "overlayfs", n))
+        self._chains: dict[tuple[str, str], str] = {}
 
     def present(self, digest: str) -> bool:
+        """The namespace records the blob and its file is a regular file."""
         known = self._present.get(digest)
         if known is None:
-            known = digest in self.ns.blobs and c.blob_size(self.layout, digest) is not None
+            if digest not in self.ns.blobs:
+                known = False
+            elif digest.startswith("sha256:"):
+                known = digest[7:] in self._files
+            else:
+                known = c.blob_size(self.layout, digest) is not None
             self._present[digest] = known
         return known
 
@@ -264,7 +279,7 @@ class Resolver:
         found = cfg.get("rootfs")
         rootfs: dict[str, Any] = found if isinstance(found, dict) else {}
         diff_ids = [str(d) for d in (rootfs.get("diff_ids") or []) if isinstance(d, str)]
-        chains = chain_ids(diff_ids)
+        chains = self._chain_ids(diff_ids)
         if m.platform is None and cfg:
             m.platform = c.Platform(str(cfg.get("os") or ""), str(cfg.get("architecture") or ""),
                                     str(cfg.get("variant") or ""))
@@ -281,10 +296,24 @@ class Resolver:
                 ("missing" if not m.config_present else "unreadable or changed")
         return m
 
+    def _chain_ids(self, diff_ids: list[str]) -> list[str]:
+        """``chain_ids``, each step computed once however many images share it."""
+        out: list[str] = []
+        for d in diff_ids:
+            if not out:
+                out.append(d)
+                continue
+            key = (out[-1], d)
+            found = self._chains.get(key)
+            if found is None:
+                found = self._chains[key] = chain_ids([out[-1], d])[1]
+            out.append(found)
+        return out
+
     def _usage(self, chain: str | None) -> int | None:
         if chain is None:
             return None
-        for name in sorted(self.ns.snapshots, key=lambda n: (n != "overlayfs", n)):
+        for name in self._order:
             record = self.ns.snapshots[name].get(chain)
             if record is None:
                 continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from imagestore.errors import ImageStoreError
@@ -78,11 +79,28 @@ class Layout:
     def blob(self, digest: str) -> Path:
         """A blob's file (containerd's ``blobPath``); ``ValueError`` for a digest that
         could name something else."""
+        return Path(self.blob_file(digest))
+
+    def blob_file(self, digest: str) -> str:
+        """``blob`` as a plain string: the hot paths read tens of thousands of them."""
         algorithm, sep, hexpart = digest.partition(":")
         if not sep or not algorithm.isalnum() or not hexpart.isalnum() \
                 or (not hexpart.islower() and not hexpart.isdigit()):
             raise ValueError(f"not a digest: {digest[:100]!r}")
-        return self.blobs / algorithm / hexpart
+        return f"{self._blobs}/{algorithm}/{hexpart}"
+
+    @cached_property
+    def _blobs(self) -> str:
+        return str(self.blobs)
+
+    def regular_blobs(self, algorithm: str = "sha256") -> frozenset[str]:
+        """The encoded digests of the regular files among the blobs of ``algorithm``, from
+        one listing (a symlink, folder or FIFO there is no blob)."""
+        try:
+            with os.scandir(f"{self._blobs}/{algorithm}") as entries:
+                return frozenset(e.name for e in entries if e.is_file(follow_symlinks=False))
+        except OSError:
+            return frozenset()
 
     def snapshotter_db(self, name: str) -> Path:
         return self.root / f"{SNAPSHOTTER_PREFIX}{name}" / "metadata.db"

@@ -51,10 +51,22 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class BlobRecord:
+    """A blob of the namespace. A node holds tens of thousands: their creation time and
+    labels are decoded when asked for, not when ``meta.db`` is read."""
+
     digest: str
     size: int
-    created: str | None
-    labels: dict[str, str]
+    created_at: bytes | None  # Go's binary time
+    label_values: dict[str, str] | bbolt.Bucket  # decoded, or the labels bucket as read
+
+    @property
+    def created(self) -> str | None:
+        return rfc3339(self.created_at)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        found = self.label_values
+        return _kv(found) if isinstance(found, bbolt.Bucket) else found
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,7 @@ def _kv(bucket: bbolt.Bucket | None) -> dict[str, str]:
     if bucket is None:
         return {}
     return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
-            for k, v in bucket.items() if isinstance(v, bytes)}
+            for k, v in bucket.plain().items()}
 
 
 def _int(value: bytes | None) -> int:
@@ -203,8 +215,8 @@ def _namespace(name: str, b: bbolt.Bucket) -> Namespace:
         for key, rec in (content.bucket(b"blob") or bbolt.Bucket()).buckets().items():
             digest = key.decode("utf-8", "replace")
             ns.blobs[digest] = BlobRecord(digest, _int(rec.value(b"size")),
-                                          rfc3339(rec.value(b"createdat")),
-                                          _kv(rec.bucket(b"labels")))
+                                          rec.value(b"createdat"),
+                                          rec.bucket(b"labels") or {})
         for key, rec in (content.bucket(b"ingests") or bbolt.Bucket()).buckets().items():
             ref = key.decode("utf-8", "replace")
             ns.ingests[ref] = IngestRecord(ref, _s(rec.value(b"expected")),
@@ -247,11 +259,6 @@ def _lease(key: bytes, rec: bbolt.Bucket) -> LeaseRecord:
                        _keys(rec.bucket(b"ingests")), _keys(rec.bucket(b"images")))
 
 
-__all__ = ["BlobRecord", "ContainerRecord", "Descriptor", "ImageRecord", "IngestRecord",
-           "LeaseRecord", "Meta", "Namespace", "SnapshotRecord", "TornRead", "namespace_names",
-           "read"]
-
-
 def summary(meta: Meta) -> list[dict[str, object]]:
     """Each namespace with what it holds (``imagestore namespaces``): image records, images
     (distinct targets, as Docker 29 counts them), blobs, snapshots, containers, leases."""
@@ -261,3 +268,8 @@ def summary(meta: Meta) -> list[dict[str, object]]:
              "snapshots": sum(len(s) for s in ns.snapshots.values()),
              "containers": len(ns.containers), "leases": len(ns.leases)}
             for name, ns in sorted(meta.namespaces.items())]
+
+
+__all__ = ["BlobRecord", "ContainerRecord", "Descriptor", "ImageRecord", "IngestRecord",
+           "LeaseRecord", "Meta", "Namespace", "SnapshotRecord", "TornRead", "namespace_names",
+           "read", "summary"]

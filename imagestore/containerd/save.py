@@ -40,9 +40,7 @@ success, so a failed save leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +51,7 @@ from imagestore.containerd import save_blobs as sb
 from imagestore.containerd.images import Image, Manifest
 from imagestore.containerd.layout import Layout
 from imagestore.containerd.meta import Descriptor
-from imagestore.moby.archive import SaveError
-from imagestore.moby.files import owned_temp, remove_abandoned_temps
+from imagestore.moby.archive import SaveError, write_aside
 from imagestore.moby.references import InvalidReference, NamedReference, parse_normalized_named
 from imagestore.moby.save_go import go_string, tar_header
 
@@ -325,38 +322,9 @@ def save(layout: Layout, images: Sequence[tuple[Image, Sequence[str]]], out: Bin
 
 def save_to_path(layout: Layout, images: Sequence[tuple[Image, Sequence[str]]],
                  path: str | os.PathLike[str], *, platform: PlatformArg = None) -> int:
-    """``save`` into a temp file beside ``path`` (``.NAME.PID-RANDOM.tmp``, mode 0600,
-    locked by this process: ``moby.files.owned_temp``, as ``moby.archive.save_to_path``
-    writes the classic archive), fsynced and renamed onto ``path`` only when every blob
-    checked out; on any failure the temp file is removed and ``path`` is left as it was.
-    Temp files that earlier saves to ``path`` left when killed are removed first, with a
-    warning."""
-    target = Path(path)
-    removed = remove_abandoned_temps(target)
-    if removed:
-        warnings.warn(f"removed {len(removed)} temp file(s) a save to {target} that never "
-                      f"finished left behind ({sum(size for _, size in removed)} bytes): "
-                      f"{', '.join(p.name for p, _ in removed)}", stacklevel=2)
-    try:
-        fd, tmp = owned_temp(target)
-    except OSError as exc:
-        raise SaveError(f"cannot write {target}: {exc.strerror or exc}") from None
-    lock = os.dup(fd)  # the temp stays locked, as its writer's, until it is renamed
-    try:
-        with os.fdopen(fd, "wb") as out:
-            total = save(layout, images, out, platform=platform)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise SaveError(f"cannot write {target}: {exc.strerror or exc}") from None
-        raise
-    finally:
-        os.close(lock)
-    return total
+    """``save`` into a temp file beside ``path``, renamed onto it only when every blob
+    checked out (``moby.archive.write_aside``, as the classic archive is written)."""
+    return write_aside(Path(path), lambda out: save(layout, images, out, platform=platform))
 
 
 __all__ = ["BlobUnusable", "ChangedBlob", "MissingBlob", "SaveError", "save", "save_to_path"]

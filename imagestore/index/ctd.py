@@ -17,7 +17,7 @@ from sqlalchemy import delete, update
 
 from imagestore.index import schema
 from imagestore.index.ctdread import KIND, SIGNATURE
-from imagestore.index.engine import ROW_BATCH, batches
+from imagestore.index.engine import ROW_BATCH, batches, bulk_load
 from imagestore.index.queries import CTD_COLUMNS
 from imagestore.index.rows import (
     EDGE_COLUMNS,
@@ -56,12 +56,15 @@ class Rows:
 
 def replace(tx: Writer, rows: Rows, signature: str) -> None:
     """The store's rows become ``rows`` (one transaction: readers see before or after)."""
-    for table in REPLACED:
-        t = schema.Base.metadata.tables[table]
+    tables = [schema.Base.metadata.tables[table] for table in REPLACED]
+    for t in tables:
         tx.conn.execute(delete(t).where(t.c.store_id == tx.store))
-    for table, values in rows.tables.items():
-        for part in batches(values, ROW_BATCH):
-            tx.backend.bulk_insert(tx.conn, table, COLUMNS[table], part, store=tx.store)
+    # A first sync into an index of its own fills empty tables: their secondary indexes
+    # are built once, at the end.
+    with bulk_load(tx.conn, tables, sum(len(v) for v in rows.tables.values())):
+        for table, values in rows.tables.items():
+            for part in batches(values, ROW_BATCH):
+                tx.backend.bulk_insert(tx.conn, table, COLUMNS[table], part, store=tx.store)
     tx.buckets.set_setting(SIGNATURE, signature)
 
 

@@ -19,7 +19,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -302,16 +302,22 @@ def save_to(images: Iterable[SaveImage], out: BinaryIO, root: Path, *, layout: s
 def save_to_path(images: Iterable[SaveImage], target: Path, root: Path, *,
                  layout: str = OCI, now: int | None = None) -> int:
     """``save_to`` into a temp file beside ``target``, renamed into place once every layer
-    checked out (mode 0600, as ``docker save -o`` leaves it); on any failure nothing is
-    left behind. A save killed outright cannot remove its temp file: the next save to the
-    same target removes the ones whose writer is gone (``files.remove_abandoned_temps``),
-    with a warning."""
-    target = Path(target)
+    checked out (``write_aside``)."""
+    return write_aside(Path(target), lambda out: save_to(images, out, root, layout=layout,
+                                                         now=now))
+
+
+def write_aside(target: Path, write: Callable[[BinaryIO], int]) -> int:
+    """``write`` an archive into a temp file beside ``target``, fsynced and renamed into
+    place only when it returned (mode 0600, as ``docker save -o`` leaves it); on any failure
+    nothing is left behind and ``target`` is as it was. A save killed outright cannot remove
+    its temp file: the next save to the same target removes the ones whose writer is gone
+    (``files.remove_abandoned_temps``), with a warning."""
     removed = remove_abandoned_temps(target)
     if removed:
         warnings.warn(f"removed {len(removed)} temp file(s) a save to {target} that never "
                       f"finished left behind ({sum(size for _, size in removed)} bytes): "
-                      f"{', '.join(path.name for path, _ in removed)}", stacklevel=3)
+                      f"{', '.join(path.name for path, _ in removed)}", stacklevel=4)
     try:
         fd, tmp = owned_temp(target)
     except OSError as exc:
@@ -319,7 +325,7 @@ def save_to_path(images: Iterable[SaveImage], target: Path, root: Path, *,
     lock = os.dup(fd)  # the temp stays locked, as its writer's, until it is renamed
     try:
         with os.fdopen(fd, "wb") as out:
-            total = save_to(images, out, root, layout=layout, now=now)
+            total = write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)

@@ -87,6 +87,11 @@ class Bucket(Mapping[bytes, "bytes | Bucket"]):
         """The nested buckets alone, in key order."""
         return {k: v for k, v in self._entries.items() if isinstance(v, Bucket)}
 
+    def plain(self) -> dict[bytes, bytes]:
+        """The plain values alone, in key order (a reader of many small buckets, such as
+        containerd's labels, wants them without the generic mapping's per-key calls)."""
+        return {k: v for k, v in self._entries.items() if isinstance(v, bytes)}
+
 
 @dataclass(frozen=True)
 class _Meta:

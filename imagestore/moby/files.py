@@ -200,6 +200,16 @@ def _remove_if_abandoned(path: Path, pid: int) -> int | None:
         os.close(fd)
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO", "a folder"...)."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISLNK, "a symlink"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def process_alive(pid: int) -> bool:
     """The process ``pid`` exists and is not a zombie (whose files are closed, its locks
     released); one that cannot be signalled (another user's) exists."""

@@ -12,7 +12,7 @@ from typing import Any
 from imagestore.errors import ImageStoreError
 from imagestore.moby.containers import containers_using
 from imagestore.moby.digest import chain_id, is_image_id, is_text
-from imagestore.moby.files import read_regular
+from imagestore.moby.files import file_kind, read_regular
 from imagestore.moby.image import Image
 from imagestore.moby.imagedb import METADATA_KEYS
 from imagestore.moby.layerdb import LAYER_FILES, MOUNT_FILES
@@ -128,17 +128,8 @@ def special_files(root: Root, scans: dict[str, Scan]) -> list[Finding]:
                     continue
                 if not stat.S_ISREG(mode):
                     findings.append(Finding.of(problem, path,
-                                               f"{file} is {_what(mode)}, not a regular file"))
+                                               f"{file} is {file_kind(mode)}, not a regular file"))
     return findings
-
-
-def _what(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
-                       (stat.S_ISLNK, "a symlink"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def dangling_tags(content: set[str], truth: Contents) -> list[Finding]:

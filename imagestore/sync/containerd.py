@@ -7,6 +7,7 @@ manifest or config shared by many images is parsed once.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 
 from imagestore.containerd import images as ci
@@ -48,6 +49,19 @@ def snapshots(layout: Layout) -> dict[str, dict[str, snapshotter.Snapshot]]:
 def run(tx: Writer, layout: Layout, namespace: str, *, platform: Platform | None = None,
         progress: Progress | None = None) -> SyncReport:
     """Read the namespace and replace the store's rows with it (inside ``tx``)."""
+    # A node's records are a few million small objects, none in a cycle: the cyclic
+    # collector would walk them all again and again while they are read.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(tx, layout, namespace, platform=platform, progress=progress)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _run(tx: Writer, layout: Layout, namespace: str, *, platform: Platform | None,
+         progress: Progress | None) -> SyncReport:
     before = set(tx.image_ids())
     sig = signature(layout, namespace, platform)
     ns = read_namespace(layout, namespace)
