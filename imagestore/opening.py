@@ -177,13 +177,14 @@ def open_quick(root: str | os.PathLike[str], index: str | os.PathLike[str] | Non
     ``ContainerdReading``."""
     from imagestore.containerd import layout
     from imagestore.index.quick import QuickIndex
-    from imagestore.sync.fresh import unchanged
 
     found = layout.find(root)
     if found is not None:
         return _quick_containerd(layout.Layout.at(found, Path(docker_root) if docker_root
                                                   else None), index, name=name,
                                  namespace=namespace, platform=platform)
+    from imagestore.sync.fresh import unchanged
+
     image_root = find_root(root)
     quick = QuickIndex.open(index, image_root, name=name)
     if quick is None:

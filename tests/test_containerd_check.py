@@ -332,7 +332,7 @@ def test_an_orphan_blob_record_added(root_a: Layout, unchanged: Callable[[Layout
     findings = check_meta(root_a, meta, "moby", now=NOW)
     assert kinds(findings) == [("unreferenced-blob", digest)]
     assert "removes the record, and the file with it" in findings[0].message
-    rooted = dataclasses.replace(record, labels={"containerd.io/gc.root": "x"})
+    rooted = dataclasses.replace(record, label_values={"containerd.io/gc.root": "x"})
     meta, _ = with_records(root_a, "moby", blobs={digest: rooted})
     assert check_meta(root_a, meta, "moby", now=NOW) == []
 
@@ -358,7 +358,7 @@ def test_a_needed_blob_no_label_protects(root_a: Layout,
     manifest = full(root_a, APP1_MANIFEST)
     meta = cm.read(root_a.meta)
     ns = meta.namespaces["moby"]
-    ns.blobs[manifest] = dataclasses.replace(ns.blobs[manifest], labels={})
+    ns.blobs[manifest] = dataclasses.replace(ns.blobs[manifest], label_values={})
     findings = check_meta(root_a, meta, "moby", now=NOW)
     config, layer = full(root_a, APP1_CONFIG), full(root_a, APP1_LAYER1)
     assert kinds(findings) == sorted([("unprotected-blob", config),

@@ -484,10 +484,11 @@ def test_live_reads_race_commits(live_a: tuple[Containerd, Path],
     attempts = 0
     real = bbolt.read_with_txid
 
-    def counted(path: str | os.PathLike[str]) -> tuple[bbolt.Bucket, int]:
+    def counted(path: str | os.PathLike[str], skip: bbolt.Skip | None = None
+                ) -> tuple[bbolt.Bucket, int]:
         nonlocal attempts
         attempts += 1
-        return real(path)
+        return real(path, skip)
 
     monkeypatch.setattr(bbolt, "read_with_txid", counted)
 

@@ -83,7 +83,7 @@ def check_meta(layout: Layout, meta: Meta, namespace: str, *,
     """``check`` on records already decoded (tests give records no bbolt file holds)."""
     ns = meta.namespaces.get(namespace)
     if ns is None:
-        raise NoSuchNamespace(namespace, sorted(meta.namespaces))
+        raise NoSuchNamespace(namespace, meta.names())
     out = [CtdFinding(BAD_RECORD, check_store.record(namespace, what), why)
            for what, why in ns.problems]
     walk = Walk(layout, ns)

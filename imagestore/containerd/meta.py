@@ -128,21 +128,27 @@ class Meta:
     path: Path
     txid: int
     version: int | None
-    namespaces: dict[str, Namespace]
+    namespaces: dict[str, Namespace]  # those read (all, unless some were asked for)
+    present: list[str] = field(default_factory=list)  # every namespace of the file
+
+    def names(self) -> list[str]:
+        return sorted(self.present or self.namespaces)
 
 
-def read(path: Path, namespaces: set[str] | None = None) -> Meta:
-    """The whole of ``meta.db`` (only ``namespaces`` when given), read consistently: tried
-    again, with a growing pause, while containerd commits under the read (a busy node
-    commits dozens of times a second), for up to ``PATIENCE`` seconds and ``TRIES`` tries
-    at least."""
+def read(path: Path, namespaces: set[str] | None = None, *, brief: bool = False) -> Meta:
+    """The whole of ``meta.db`` (only ``namespaces`` when given: the others are listed,
+    empty), read consistently: tried again, with a growing pause, while containerd commits
+    under the read (a busy node commits dozens of times a second), for up to ``PATIENCE``
+    seconds and ``TRIES`` tries at least. ``brief``: what a sync keeps only (no blob or
+    snapshot labels, no snapshot children, leases, ingests or sandboxes)."""
+    skip = _skipper(namespaces, brief) if namespaces is not None or brief else None
     why = "no attempt"
     deadline = time.monotonic() + PATIENCE
     attempt = 0
     while attempt < TRIES or time.monotonic() < deadline:
         try:
             before = bbolt.txid(path)
-            tree, txid = bbolt.read_with_txid(path)
+            tree, txid = bbolt.read_with_txid(path, skip)
             after = bbolt.txid(path)
         except bbolt.BoltError as exc:
             why = str(exc)
@@ -157,8 +163,32 @@ def read(path: Path, namespaces: set[str] | None = None) -> Meta:
     raise TornRead(path, why)
 
 
+_BRIEF_NS = frozenset({b"leases", b"sandboxes"})
+
+
+def _skipper(namespaces: set[str] | None, brief: bool) -> bbolt.Skip:
+    wanted = None if namespaces is None else {n.encode() for n in namespaces}
+
+    def skip(path: tuple[bytes, ...]) -> bool:
+        depth = len(path)
+        if depth < 2 or path[0] != b"v1":
+            return False
+        if depth == 2:
+            return wanted is not None and path[1] not in wanted
+        if not brief:
+            return False
+        part = path[2]
+        if depth == 3:
+            return part in _BRIEF_NS
+        if part == b"content":
+            return path[3] == b"ingests" or (depth == 6 and path[5] == b"labels")
+        return part == b"snapshots" and depth == 6 and path[5] in (b"labels", b"children")
+
+    return skip
+
+
 def namespace_names(meta: Meta) -> list[str]:
-    return sorted(meta.namespaces)
+    return meta.names()
 
 
 def _s(value: bytes | None) -> str | None:
@@ -187,12 +217,14 @@ def _decode(path: Path, txid: int, tree: bbolt.Bucket, wanted: set[str] | None) 
         return Meta(path, txid, None, {})
     version = _int(top.value(b"version")) if top.value(b"version") else None
     spaces: dict[str, Namespace] = {}
+    present = []
     for key, bucket in top.buckets().items():
         name = key.decode("utf-8", "replace")
+        present.append(name)
         if wanted is not None and name not in wanted:
             continue
         spaces[name] = _namespace(name, bucket)
-    return Meta(path, txid, version, spaces)
+    return Meta(path, txid, version, spaces, sorted(present))
 
 
 def _namespace(name: str, b: bbolt.Bucket) -> Namespace:

@@ -22,7 +22,7 @@ import errno
 import os
 import stat
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from imagestore.errors import ImageStoreError
@@ -59,6 +59,7 @@ class Bucket(Mapping[bytes, "bytes | Bucket"]):
 
     def __init__(self, sequence: int = 0) -> None:
         self.sequence = sequence
+        self.skipped = False  # left unread (``read_with_txid``'s ``skip``)
         self._entries: dict[bytes, bytes | Bucket] = {}
 
     def __getitem__(self, key: bytes) -> bytes | Bucket:
@@ -108,10 +109,13 @@ def read(path: str | os.PathLike[str]) -> Bucket:
     return read_with_txid(path)[0]
 
 
-def read_with_txid(path: str | os.PathLike[str]) -> tuple[Bucket, int]:
+def read_with_txid(path: str | os.PathLike[str], skip: Skip | None = None
+                   ) -> tuple[Bucket, int]:
     """The root bucket of the bbolt file at ``path``, read without writing or locking, and
     the transaction ID of the meta page it was read from (a reader beside a live writer
     reads the txid again afterwards: an unchanged one means no commit tore the read).
+    ``skip(path)``: nested buckets (named by their keys from the root) the caller will not
+    look at; they stay empty, ``skipped`` set, and their pages are never read.
 
     ``O_NONBLOCK`` and the regular-file check keep a FIFO or device planted at ``path`` from
     hanging or flooding the reader; like every read under a data root (``files.py``), a
@@ -128,7 +132,7 @@ def read_with_txid(path: str | os.PathLike[str]) -> tuple[Bucket, int]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise BoltError(f"{name}: not a regular file")
-        reader = _Reader(fd, info.st_size, name)
+        reader = _Reader(fd, info.st_size, name, skip)
         return reader.root(), reader.meta.txid
     except OSError as exc:
         raise BoltError(f"{name}: cannot read: {exc.strerror or exc}") from exc
@@ -155,19 +159,22 @@ def txid(path: str | os.PathLike[str]) -> int:
         os.close(fd)
 
 
-# A bucket still to fill, where its tree starts (a page id or an inline page), and its name.
-_Work = tuple[Bucket, "int | memoryview", str]
+# A bucket still to fill, where its tree starts (a page id or an inline page), and its path
+# of keys from the root.
+_Work = tuple[Bucket, "int | memoryview", tuple[bytes, ...]]
+Skip = Callable[[tuple[bytes, ...]], bool]
 
 
 class _Reader:
-    def __init__(self, fd: int, size: int, name: str) -> None:
-        self.fd, self.size, self.name = fd, size, name
+    def __init__(self, fd: int, size: int, name: str, skip: Skip | None = None) -> None:
+        self.fd, self.size, self.name, self.skip = fd, size, name, skip
         meta = self._meta()
         self.order, self.page_size = meta.order, meta.page_size
         self.high_water, self.meta = meta.high_water, meta
         self.header = struct.Struct(self.order + "QHHI")
         self.branch = struct.Struct(self.order + "IIQ")
         self.leaf = struct.Struct(self.order + "IIII")
+        self.bucket_value = struct.Struct(self.order + "QQ")
         self.visited: set[int] = {0, 1}
         # Regions of a sound file never overlap, so what is read cannot exceed the file's
         # size; crafted elements sharing bytes (inline buckets nested many times) would
@@ -230,15 +237,16 @@ class _Reader:
 
     def root(self) -> Bucket:
         top = Bucket(self.meta.sequence)
-        work: list[_Work] = [(top, self.meta.root, "root bucket")]
+        work: list[_Work] = [(top, self.meta.root, ())]
         while work:  # iterative: a deep tree must not exhaust Python's stack
-            bucket, source, where = work.pop()
-            self._fill(bucket, source, where, work)
+            bucket, source, path = work.pop()
+            self._fill(bucket, source, path, work)
         return top
 
-    def _fill(self, bucket: Bucket, source: int | memoryview, where: str,
+    def _fill(self, bucket: Bucket, source: int | memoryview, path: tuple[bytes, ...],
               work: list[_Work]) -> None:
         """Walks one bucket's B+tree in key order; nested buckets go onto ``work``."""
+        where = f"bucket {path[-1][:64]!r}" if path else "root bucket"
         last: bytes | None = None
         stack: list[int | memoryview] = [source]
         while stack:
@@ -259,7 +267,7 @@ class _Reader:
                 for i in range(count):
                     at = HEADER_SIZE * (i + 1)
                     pos, ksize, child = self.branch.unpack_from(page, at)
-                    self._slice(page, at + pos, ksize, f"{label}: branch element {i}")
+                    self._slice(page, at + pos, ksize, label, "branch", i)
                     self._spend(ksize, label)
                     children.append(child)
                 stack.extend(reversed(children))
@@ -267,28 +275,33 @@ class _Reader:
             for i in range(count):
                 at = HEADER_SIZE * (i + 1)
                 eflags, pos, ksize, vsize = self.leaf.unpack_from(page, at)
-                what = f"{label}: leaf element {i}"
-                key = bytes(self._slice(page, at + pos, ksize, what))
-                value = self._slice(page, at + pos + ksize, vsize, what)
+                key = bytes(self._slice(page, at + pos, ksize, label, "leaf", i))
+                value = self._slice(page, at + pos + ksize, vsize, label, "leaf", i)
                 if last is not None and key <= last:
-                    raise self.fail(f"{what}: keys out of order in {where}")
+                    raise self.fail(f"{label}: leaf element {i}: keys out of order in {where}")
                 last = key
                 if eflags == 0:
                     self._spend(ksize + vsize, label)
                     bucket._entries[key] = bytes(value)
                 elif eflags == BUCKET_FLAG:
                     self._spend(ksize + HEADER_SIZE, label)
-                    bucket._entries[key] = self._child(value, key, what, work)
+                    bucket._entries[key] = self._child(value, key, label, i, path, work)
                 else:
-                    raise self.fail(f"{what}: unknown element flags {eflags:#x}")
+                    raise self.fail(f"{label}: leaf element {i}: unknown element flags "
+                                    f"{eflags:#x}")
 
-    def _child(self, value: memoryview, key: bytes, what: str, work: list[_Work]) -> Bucket:
+    def _child(self, value: memoryview, key: bytes, label: str, i: int,
+               path: tuple[bytes, ...], work: list[_Work]) -> Bucket:
         if len(value) < HEADER_SIZE:
-            raise self.fail(f"{what}: bucket value of {len(value)} bytes, less than 16")
-        root, sequence = struct.unpack_from(self.order + "QQ", value)
+            raise self.fail(f"{label}: leaf element {i}: bucket value of {len(value)} bytes, "
+                            f"less than 16")
+        root, sequence = self.bucket_value.unpack_from(value)
         child = Bucket(sequence)
-        name = f"bucket {key[:64]!r}"
-        work.append((child, value[HEADER_SIZE:] if root == 0 else root, name))
+        inner = (*path, key)
+        if self.skip is not None and self.skip(inner):
+            child.skipped = True  # left unread, as the caller asked
+        else:
+            work.append((child, value[HEADER_SIZE:] if root == 0 else root, inner))
         return child
 
     def _header(self, page: memoryview, label: str) -> tuple[int, int]:
@@ -329,11 +342,13 @@ class _Reader:
             data += self.pread(overflow * self.page_size, (pgid + 1) * self.page_size)
         return memoryview(data)
 
-    def _slice(self, page: memoryview, start: int, length: int, what: str) -> memoryview:
-        """A view, not a copy: crafted elements may all point at one large region."""
+    def _slice(self, page: memoryview, start: int, length: int, label: str, kind: str,
+               i: int) -> memoryview:
+        """A view, not a copy: crafted elements may all point at one large region. (The
+        message is made only on failure: a file holds a million elements.)"""
         if start + length > len(page):
-            raise self.fail(f"{what}: {length} bytes at {start} run past the page's "
-                            f"{len(page)} bytes")
+            raise self.fail(f"{label}: {kind} element {i}: {length} bytes at {start} run "
+                            f"past the page's {len(page)} bytes")
         return page[start:start + length]
 
     def _spend(self, amount: int, label: str) -> None:

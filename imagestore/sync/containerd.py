@@ -30,9 +30,9 @@ from imagestore.sync.report import Progress, SyncReport
 
 def read_namespace(layout: Layout, namespace: str) -> cm.Namespace:
     """The namespace's records; ``NoSuchNamespace`` lists the namespaces there are."""
-    meta = cm.read(layout.meta)
+    meta = cm.read(layout.meta, {namespace}, brief=True)
     if namespace not in meta.namespaces:
-        raise NoSuchNamespace(namespace, sorted(meta.namespaces))
+        raise NoSuchNamespace(namespace, meta.names())
     return meta.namespaces[namespace]
 
 
