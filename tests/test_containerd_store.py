@@ -249,14 +249,14 @@ def test_classic_and_containerd_stores_share_one_index(
     kinds = sorted((r["kind"], r["namespace"] or "") for r in got.json())
     assert kinds == [("containerd", "k8s.io"), ("containerd", "moby"), ("moby", "")]
     rows = run_cli(capsys, None, "sql", "--json",
-                   "SELECT diff_id, stores, store_kinds FROM shared_layers", index=index).json()
+                   "SELECT diff_id, stores, kinds FROM shared_layers", index=index).json()
     shared = {r["diff_id"]: r for r in rows}
     assert diff_ids[0] in shared
-    assert sorted(shared[diff_ids[0]]["store_kinds"].split(",")) == ["containerd", "moby"]
+    assert sorted(shared[diff_ids[0]]["kinds"].split(",")) == ["containerd", "moby"]
     holders = run_cli(capsys, None, "sql", "--json",
-                      "SELECT store, store_kind FROM layer_stores WHERE diff_id = ?",
+                      "SELECT store, kind FROM layer_stores WHERE diff_id = ?",
                       "-p", diff_ids[0], index=index).json()
-    assert sorted(r["store_kind"] for r in holders) == ["containerd", "moby"]
+    assert sorted(r["kind"] for r in holders) == ["containerd", "moby"]
 
 
 # -- platform, save and fsck through the store ---------------------------------------------------

@@ -208,7 +208,7 @@ def test_containerd_stores_beside_a_classic_one_on_postgresql(real_root: Path, p
         assert kinds == [("containerd", "k8s.io", 3), ("containerd", "moby", 17),
                          ("moby", "", 39)]
         shared = list(store.index.sql(
-            "SELECT store_kinds FROM shared_layers", allow_privileged_role=True)[1])
+            "SELECT kinds FROM shared_layers", allow_privileged_role=True)[1])
         assert all(isinstance(r[0], str) for r in shared)
         engine = store.index.engine
         config = db.alembic_config()

@@ -11,9 +11,9 @@ store keeps its records, targets, platform manifests, configs, layers, snapshots
 containers in the ``ctd_*`` tables, and also fills ``images``, ``image_parents``, ``tags``
 and ``layers`` as Docker 29 sees them (an image ID is a target digest), so every question
 and every view answers for both kinds. The views keep every column (name, place, meaning)
-and gain the store's kind as their last column: ``store_kind`` (``sync_problems`` has a
-``kind`` of its own), ``store_kinds`` in ``shared_layers``, and ``kind`` and ``namespace``
-in ``store_summary``, whose rows are stores. A containerd container is a ``mounts`` row, as
+and gain the store's kind as their last column: ``kind`` (``store_summary`` also
+``namespace``), ``kinds`` in ``shared_layers``, and ``store_kind`` in ``sync_problems``, whose
+``kind`` is the problem's. A containerd container is a ``mounts`` row, as
 a classic one is: its rootfs snapshot keeps its image's top layer.
 
 The downgrade forgets the containerd stores (the schema before knows none) and gives the
@@ -66,9 +66,10 @@ def _views() -> dict[str, str]:
             kinds = join.format(expr="DISTINCT s.kind").replace(", ', ')", ")") \
                 if dialect == "sqlite" else join.format(expr="DISTINCT s.kind")
             body = body.replace(" AS store_names",
-                                f" AS store_names,\n{' ' * 19}{kinds} AS store_kinds", 1)
+                                f" AS store_names,\n{' ' * 19}{kinds} AS kinds", 1)
         else:
-            body = body.replace("s.name AS store", "s.name AS store, s.kind AS store_kind", 1)
+            column = "store_kind" if name == "sync_problems" else "kind"
+            body = body.replace("s.name AS store", f"s.name AS store, s.kind AS {column}", 1)
             body = body.replace("GROUP BY l.store_id, s.name,", "GROUP BY l.store_id, s.name, "
                                 "s.kind,", 1)
         out[name] = body
