@@ -2,6 +2,7 @@
 
     python -m bench [--sizes 1000,10000,20000,100000] [--repeat 3] [--workdir DIR] [--no-write]
     python -m bench containerd [...]   (containerd's image store: bench/containerd.py)
+    python -m bench files [...]        (layer file lists and ``which``: bench/files.py)
 
 For each size it generates a synthetic store (bench/gen_imagedb.py, fixed seed), then measures
 the plain-Python floor (read + sha256 + json.loads of every config, read every layerdb entry),
@@ -356,7 +357,7 @@ def machine() -> str:
 
 
 # Other benchmarks reachable as ``python -m bench NAME …`` (each also ``python -m bench.NAME``).
-SUBCOMMANDS = {"containerd": "bench.containerd"}
+SUBCOMMANDS = {"containerd": "bench.containerd", "files": "bench.files", "save": "bench.save"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imagestore.errors import (
     ImageNotFound,
@@ -44,6 +45,9 @@ from imagestore.moby.root import CONTENT, LAYERS, METADATA
 from imagestore.reading import Reading, image_id_of, require
 from imagestore.saving import Saving
 from imagestore.sync import Progress, SyncReport, record, reread, reread_tags, run
+
+if TYPE_CHECKING:
+    from imagestore.sync.files import FilesReport
 
 
 @dataclass(frozen=True)
@@ -314,6 +318,15 @@ class Store(Saving, Reading):
             if self.readonly:
                 raise
         return self.rebuild(progress=progress)
+
+    def read_files(self, progress: Progress | None = None) -> FilesReport:
+        """Read into the index the file lists of this store's layers never read (each diff
+        ID once, shared with every store of the index), and drop the lists no store holds
+        any more (``progress(phase, done, total)``: told layer by layer)."""
+        from imagestore.sync.files import read_files
+
+        with self.index.write() as tx:
+            return read_files(tx, self.root, progress)
 
     def rebuild(self, *, progress: Progress | None = None) -> SyncReport:
         """Set a damaged index aside and build it again from the root (it is derived data:

@@ -47,8 +47,8 @@ def test_migrations_ship_with_the_package() -> None:
     versions = {p.name for p in (db.migrations_dir() / "versions").glob("0*.py")}
     assert {"0001_initial.py", "0002_reporting_views.py", "0003_entry_buckets.py",
             "0004_listing_index.py", "0005_stores.py", "0006_misfiled_references.py",
-            "0007_containerd_stores.py"} <= versions
-    assert db.head_revision() == HEAD == "0007"  # a warm open needs neither Alembic nor SQLAlchemy
+            "0007_containerd_stores.py", "0008_layer_files.py"} <= versions
+    assert db.head_revision() == HEAD == "0008"  # a warm open needs neither Alembic nor SQLAlchemy
 
 
 # Revision 0006 has repositories.json read once more (for the references it used to skip).
@@ -257,9 +257,10 @@ def test_upgrade_0006_to_0007_keeps_the_classic_store_beside_containerd_ones(
         for view in ("image_list", "image_layers", "layer_usage", "sync_problems",
                      "store_summary", "layer_stores", "tag_list"):
             columns, _ = store.index.sql(f"SELECT * FROM {view} LIMIT 0")
-            assert columns[-1] == ("namespace" if view == "store_summary" else "store_kind")
+            assert columns[-1] == {"store_summary": "namespace",
+                                   "sync_problems": "store_kind"}.get(view, "kind")
         listed: dict[str, int] = dict(store.index.sql(
-            "SELECT store_kind, count(*) FROM image_list GROUP BY store_kind")[1])
+            "SELECT kind, count(*) FROM image_list GROUP BY kind")[1])
         assert listed == {"moby": 39, "containerd": 20}
         engine = store.index.engine
         config = db.alembic_config()
@@ -271,3 +272,46 @@ def test_upgrade_0006_to_0007_keeps_the_classic_store_beside_containerd_ones(
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM stores")).scalar() == 1
             assert "kind" not in {c["name"] for c in inspect(conn).get_columns("stores")}
+
+
+def test_upgrade_0007_to_0008_keeps_data_and_reads_file_lists_once(
+        real_root: Path, tmp_path: Path) -> None:
+    """An index of revision 0007 gains the empty file-list tables and the ``image_files``
+    view; nothing is read until asked. Read once, the lists are keyed by diff ID (a second
+    store of the same layers reads none again), the view agrees with the Python merge, and
+    going back down drops them and keeps the rest."""
+    from imagestore.service.files import image_files
+
+    path = tmp_path / "old.sqlite"
+    engine = _index_at("0007", real_root, path)
+    before = _counts(engine, "problems", "entry_buckets", "settings")
+    assert "layer_files" not in inspect(engine).get_table_names()
+    engine.dispose()
+    with imagestore.open(real_root, path) as store:
+        assert db.current_revision(store.index.engine) == HEAD
+        assert store.last_sync is not None and not store.last_sync.read
+        assert _counts(store.index.engine, "problems", "entry_buckets", "settings") == before
+        with store.index.engine.connect() as conn:  # an index that never asks stays as it was
+            assert conn.execute(text("SELECT count(*) FROM layer_file_lists")).scalar() == 0
+        report = store.read_files()
+        diffs = {r[0] for r in store.index.sql("SELECT DISTINCT diff_id FROM layers")[1]}
+        assert report.layers == len(diffs) and report.problems == []
+        assert store.read_files().layers == 0  # each diff ID once
+        for image in sorted(store.map()):
+            merged = {(e.path, e.type, e.size) for e in image_files(store, image)}
+            _, rows = store.index.sql("SELECT path, type, size FROM image_files "
+                                      "WHERE image = ?", [image])
+            assert {tuple(r) for r in rows} == merged
+        entries = _counts(store.index.engine, "layer_files")["layer_files"]
+    with imagestore.open(real_root, path, name="second") as other:
+        assert other.read_files().layers == 0  # shared by every store of the index
+        engine = other.index.engine
+        config = db.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0007")
+        assert db.current_revision(engine) == "0007"
+        assert "layer_files" not in inspect(engine).get_table_names()
+        assert "image_files" not in inspect(engine).get_view_names()
+        assert _counts(engine, "problems", "entry_buckets", "settings")["images"] == 78
+    assert entries > 0

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from engine import unpack_root_a
 
+from imagestore.moby import tarsplit_entries
 from imagestore.moby.digest import chain_ids
 from imagestore.moby.save_go import crc64
 from imagestore.moby.tarsplit import (
@@ -136,6 +137,73 @@ def _timed(fn: Any, data: bytes) -> float:
     return time.perf_counter() - start
 
 
+# -- tar-split lines: the fast path means what json.loads means --------------------------
+
+
+def _both(line: bytes) -> tuple[object, object]:
+    def run(fn: Any) -> object:
+        try:
+            return fn()
+        except ValueError:
+            return ValueError
+    slow = run(lambda: tarsplit_entries._entry(json.loads(line)))
+    return run(lambda: tarsplit_entries._parse(line, True)), slow
+
+
+def test_fast_line_parsing_agrees_with_json() -> None:
+    rng = random.Random(11)
+    names = ["etc/passwd", "./bin/sh", "a b/c", "x<y>&z", 'q"uote', "back\\slash", "été",
+             "tab\there", "", "../up", "/abs", "~!@#$%^*()_+{}|:?`-=[];',."]
+    payloads: list[object] = [None, "", "AA==", "AAA=", "AAAA", "A===", "AB=A", "!!!!", "AAA",
+                              base64.b64encode(rng.randbytes(8)).decode(),
+                              base64.b64encode(rng.randbytes(700)).decode(), 5]
+    lines = []
+    for _ in range(3000):
+        kind = rng.choice([1, 2, 2, 3])
+        doc: dict[str, Any] = {"type": kind}
+        if kind == 1:
+            doc["name"] = rng.choice(names)
+            if rng.random() < 0.7:
+                doc["size"] = rng.choice([0, 1, 13, 1 << 40, (1 << 63) - 1, 1 << 63, -1])
+        doc["payload"] = rng.choice(payloads)
+        doc["position"] = rng.choice([0, 1, 77, -3])
+        sep = rng.choice([(",", ":"), (", ", ": ")])
+        text = json.dumps(doc, separators=sep, ensure_ascii=rng.random() < 0.5)
+        lines.append(text.encode())
+    lines += [b'{"type":2,"payload":"AA==","position":007}', b'{"type":2,"payload":"AA=="}',
+              b'{"type":2,"payload":"AA==","position":1}\r', b'{"type":2,"payload":"AA\\u003d="}',
+              b'{"type":1,"name":"a","size":3,"payload":"AAAAAAAAAAA=","position":1,"x":2}',
+              b'{"type":1,"name":"a","name":"b","payload":null,"position":1}',
+              b'{"type":1,"name":"\xff","payload":null,"position":1}']
+    fast = 0
+    for line in lines:
+        got, want = _both(line)
+        assert got == want, line
+        if got is not ValueError:
+            length = tarsplit_entries._parse(line, False)
+            assert length[:3] == got[:3], line  # type: ignore[index]
+            fast += 1
+    assert fast > 1000
+
+
+def test_go_s_own_lines_skip_the_json_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(doc: object) -> None:
+        raise AssertionError(f"json path taken for {doc}")
+
+    monkeypatch.setattr(tarsplit_entries, "_entry", refuse)
+    parse = tarsplit_entries._parse
+    header = base64.b64encode(b"h" * 512).decode()
+    assert parse(f'{{"type":2,"payload":"{header}","position":0}}'.encode(), True) == \
+        (2, b"", 512, b"h" * 512)
+    assert parse(f'{{"type":2,"payload":"{header}","position":0}}'.encode(), False) == \
+        (2, b"", 512, b"")
+    assert parse(b'{"type":1,"name":"data/","payload":null,"position":1}', True) == \
+        (1, b"data/", 0, b"")
+    assert parse(b'{"type":1,"name":"data/payload/p/file.txt","size":13,'
+                 b'"payload":"cSdkTFiKo2Q=","position":7}', True) == \
+        (1, b"data/payload/p/file.txt", 13, base64.b64decode("cSdkTFiKo2Q="))
+
+
 # -- rebuilding the real layers ------------------------------------------------------------
 
 
@@ -173,7 +241,7 @@ def test_write_layer_and_chunks(pristine: Path, tmp_path: Path) -> None:
     assert n == len(data) == layer_length(src)
     assert "sha256:" + hashlib.sha256(data).hexdigest() == src.diff_id
     chunks = list(stream_layer(src))
-    assert len(chunks) > 1 and max(map(len, chunks)) <= 1 << 18  # streamed, not whole
+    assert len(chunks) > 1 and max(map(len, chunks)) <= 1 << 21  # streamed, not whole
 
 
 def test_overlay2_reads_the_diff_folder(pristine: Path, tmp_path: Path) -> None:

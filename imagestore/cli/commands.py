@@ -15,7 +15,7 @@ import click
 from imagestore.cli.app import Context, cli, output_options, pass_ctx, progress_bar
 from imagestore.cli.output import Records, emit, lines, to_table
 from imagestore.cli.tabwriter import table
-from imagestore.errors import InvalidImageConfig
+from imagestore.errors import ImageStoreError, InvalidImageConfig
 from imagestore.moby.digest import truncate_id
 from imagestore.moby.files import MAX_FILE_SIZE
 
@@ -34,9 +34,11 @@ def _ids(ids: list[str], fmt: str | None) -> None:
 
 @cli.command()
 @click.option("--full", is_flag=True, help="Rebuild the index from scratch.")
+@click.option("--files", "files", is_flag=True,
+              help="Also read the file lists of layers not yet read (files, which, diff).")
 @output_options()
 @pass_ctx
-def sync(ctx: Context, full: bool, fmt: str | None) -> None:
+def sync(ctx: Context, full: bool, files: bool, fmt: str | None) -> None:
     """Bring the index up to date with the root; report counts and problems."""
     store = ctx.store(sync=not full)
     if full:
@@ -44,12 +46,23 @@ def sync(ctx: Context, full: bool, fmt: str | None) -> None:
             result = store.sync(full=True, progress=bar)
     else:
         result = store.last_sync or store.sync()
+    listed = None
+    if files:
+        if not hasattr(store, "read_files"):
+            raise ImageStoreError("file lists are read from a classic store only")
+        with progress_bar() as bar:
+            listed = store.read_files(progress=bar)
 
     def text(_: Any) -> str:
+        more = "" if listed is None else (f", file lists read {listed.layers} "
+                                          f"({listed.entries} entries)")
         return (f"added {result.added}, removed {result.removed}, changed {result.changed}, "
-                f"unchanged {result.unchanged}, skipped {result.skipped}\n")
+                f"unchanged {result.unchanged}, skipped {result.skipped}{more}\n")
 
-    emit(result.to_dict(), fmt, text)
+    emit(result.to_dict() | ({} if listed is None else {"files": listed.to_dict()}), fmt, text)
+    if listed is not None and fmt != "json":
+        for layer, reason in listed.problems:
+            click.echo(f"problem: layer {layer}: {reason}", err=True)
     if fmt != "json":
         _problems(result)
 

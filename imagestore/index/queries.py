@@ -17,6 +17,8 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy import Connection, TextClause
 
     from imagestore.index.backends import Backend
@@ -248,6 +250,49 @@ class Reader:
         else:
             rows = self._rows("digest", lo=kind)
         return {r[0][len(kind):]: (int(r[1]), int(r[2])) for r in rows}
+
+    # -- layer file lists (``index.filelists``: rows keyed by diff ID, shared by stores) --------
+    def unread_layers(self) -> list[tuple[str, str]]:
+        """(diff ID, a chain ID) of this store's layers whose file list was never read."""
+        from imagestore.index import filelists
+
+        return filelists.unread_layers(self)
+
+    def chain_layers(self, chain_id: str) -> list[tuple[str, str]]:
+        """(chain ID, diff ID) of a chain's layers, bottom first."""
+        from imagestore.index import filelists
+
+        return filelists.chain_layers(self, chain_id)
+
+    def layer_entries(self, diff_id: str) -> list[tuple[Any, ...]]:
+        """Every entry of a layer's file list (``filelists.FileRow``), by path."""
+        from imagestore.index import filelists
+
+        return list(filelists.layer_entries(self, diff_id))
+
+    def file_list_state(self, diff_id: str) -> tuple[int, list[str]] | None:
+        """(entries, problems) of a layer's list, ``None`` when it was never read."""
+        from imagestore.index import filelists
+
+        return filelists.list_state(self, diff_id)
+
+    def which_files(self, like: str, *, all_stores: bool
+                    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]]:
+        """Merged entries matching a LIKE pattern (escape ``!``), and the tags of the stores
+        asked (``filelists.which``)."""
+        from imagestore.index import filelists
+
+        return filelists.which(self, like, all_stores=all_stores)
+
+    def which_indexed(self, like: str, *, all_stores: bool, low: str | None = None,
+                      high: str | None = None, keep: Callable[[str], bool] | None = None
+                      ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]]] | None:
+        """``which_files``'s answer from the path index, without the view's whole-store
+        merge; ``None`` when too many rows match (``filelists.which_indexed``)."""
+        from imagestore.index import filelists
+
+        return filelists.which_indexed(self, like, all_stores=all_stores, low=low, high=high,
+                                       keep=keep)
 
 
 class PlainReader(Reader):

@@ -316,6 +316,41 @@ class CtdContainerRow(Base):
     snapshot_key: Mapped[str] = mapped_column(Text)
 
 
+class LayerFileListRow(Base):
+    """A layer whose file list was read (``layer_files``), by diff ID: a content-addressed
+    fact shared by every store holding the layer. ``problems``: what its tar-split held that
+    is not in the list, one line each."""
+
+    __tablename__ = "layer_file_lists"
+
+    diff_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    entries: Mapped[int] = mapped_column(Integer)
+    problems: Mapped[str | None] = mapped_column(Text)
+    read_at: Mapped[str] = mapped_column(Text)
+
+
+class LayerFileRow(Base):
+    """One tar entry of a layer (``imagestore.moby.layerfiles.LayerFile``)."""
+
+    __tablename__ = "layer_files"
+
+    diff_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    path: Mapped[str] = mapped_column(PATH, primary_key=True)
+    type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mode: Mapped[int] = mapped_column(Integer)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    gid: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)
+    link: Mapped[str | None] = mapped_column(PATH)
+    crc64: Mapped[str | None] = mapped_column(Text)
+    whiteout: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(PATH)
+
+    __table_args__ = (Index("ix_layer_files_path", "path", "diff_id"),
+                      Index("ix_layer_files_whiteout", "diff_id", "whiteout"))
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -345,6 +380,8 @@ ctd_configs = _table(CtdConfigRow)
 ctd_layers = _table(CtdLayerRow)
 ctd_snapshots = _table(CtdSnapshotRow)
 ctd_containers = _table(CtdContainerRow)
+layer_file_lists = _table(LayerFileListRow)
+layer_files = _table(LayerFileRow)
 
 __all__ = [
     "CTD_TABLES",
@@ -352,6 +389,8 @@ __all__ = [
     "Base",
     "EntryBucketRow",
     "ImageRecord",
+    "LayerFileListRow",
+    "LayerFileRow",
     "LayerRow",
     "MountRow",
     "ParentEdge",
@@ -368,6 +407,8 @@ __all__ = [
     "ctd_targets",
     "entry_buckets",
     "images",
+    "layer_file_lists",
+    "layer_files",
     "layers",
     "mounts",
     "parents",

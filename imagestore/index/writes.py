@@ -328,5 +328,19 @@ class Writer(Reader):
         """Rows in ``PROBLEM_COLUMNS`` order."""
         self._insert("problems", PROBLEM_COLUMNS, rows)
 
+    # -- layer file lists ---------------------------------------------------------------------
+    def write_file_list(self, diff_id: str, rows: Sequence[tuple[Any, ...]],
+                        problems: Iterable[str], when: str) -> bool:
+        """Record a layer's file list once (``False``: another writer had)."""
+        from imagestore.index import filelists
+
+        return filelists.write_list(self, diff_id, rows, problems, when)
+
+    def forget_unheld_files(self) -> int:
+        """Remove the file lists of diff IDs that no store holds any more; how many."""
+        from imagestore.index import filelists
+
+        return filelists.forget_unheld(self)
+
 
 __all__ = ["LayerLink", "Released", "Writer"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any
+from typing import Any, Protocol
 
 from imagestore.moby.gotime import go_time, parse_time
 
@@ -27,13 +28,19 @@ CURRENT = "current"
 EPOCH = "1970-01-01T00:00:00Z"  # Go's time.Unix(0, 0) on a daemon running in UTC
 
 # -- hash/crc64 with the ISO table -------------------------------------------------------------
-# A byte-table loop in Python (slicing-by-8 included) is far too slow for layers of
-# gigabytes (docs/performance.md). Instead the data becomes one big integer (a polynomial over
-# GF(2)) and is reduced with CPython's C-speed shifts and XORs. The trick: over GF(2),
-# P(x)^(2^k) is P(x^(2^k)), so these multiples of the ISO polynomial x^64+x^4+x^3+x+1 keep
-# its five terms, and folding the top of a polynomial onto the rest modulo one costs a few
-# shifts and XORs, however long. Folds at falling k leave a short polynomial congruent to the
-# message modulo P, which the byte table finishes.
+# The checksum runs natively through ``fastcrc`` (its ``crc64.go_iso`` is Go's ISO table:
+# reflected, initial value and final xor all ones; its second argument continues a checksum as
+# Go's ``crc64.Update`` does, and it releases the GIL). The pure-Python code below is the
+# reference the tests hold it to, and the fallback when fastcrc cannot be imported (a warning
+# then says, once, that saves and layer checks run several times slower).
+#
+# The reference: a byte-table loop in Python (slicing-by-8 included) is far too slow for
+# layers of gigabytes. Instead the data becomes one big integer (a polynomial over GF(2)) and
+# is reduced with CPython's C-speed shifts and XORs. The trick: over GF(2), P(x)^(2^k) is
+# P(x^(2^k)), so these multiples of the ISO polynomial x^64+x^4+x^3+x+1 keep its five terms,
+# and folding the top of a polynomial onto the rest modulo one costs a few shifts and XORs,
+# however long. Folds at falling k leave a short polynomial congruent to the message modulo
+# P, which the byte table finishes.
 #
 # The CRC is reflected (bit 0 of the first byte is the highest coefficient), so the message
 # read as a little-endian integer already holds the coefficients highest first from bit 0:
@@ -45,6 +52,7 @@ EPOCH = "1970-01-01T00:00:00Z"  # Go's time.Unix(0, 0) on a daemon running in UT
 _M64 = (1 << 64) - 1
 _CRC_BLOCK = 1 << 17  # the integer of one block: 2^20 bits
 _SMALL = 96  # below this, the byte table is cheaper than the folds
+CHECK = (b"123456789", 0xB90956C775A41001)  # the catalogued CRC-64/GO-ISO check value
 
 
 def _shifted(c: int) -> int:
@@ -82,12 +90,50 @@ def _crc_block(crc: int, data: memoryview) -> int:
     return _table(0, v.to_bytes(n // 8, "little")) ^ _M64
 
 
-def crc64(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
-    """Go's ``crc64.Update(crc, crc64.MakeTable(crc64.ISO), data)``: continue a checksum."""
+def crc64_python(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """Go's ``crc64.Update(crc, crc64.MakeTable(crc64.ISO), data)`` in pure Python: the
+    reference for the native one, and its fallback."""
     view = memoryview(data).cast("B")
     for i in range(0, len(view), _CRC_BLOCK):
         crc = _crc_block(crc, view[i : i + _CRC_BLOCK])
     return crc
+
+
+class Crc64(Protocol):
+    def __call__(self, data: bytes | bytearray | memoryview, crc: int = 0, /) -> int: ...
+
+
+def _native() -> tuple[Crc64 | None, str]:
+    """fastcrc's Go ISO CRC-64, checked on the catalogued value (whole and continued)."""
+    try:
+        from fastcrc.crc64 import go_iso
+    except ImportError as exc:
+        return None, f"fastcrc cannot be imported: {exc}"
+    data, want = CHECK
+    try:
+        if go_iso(data, 0) == want and go_iso(data[5:], go_iso(data[:5], 0)) == want:
+            return go_iso, ""
+    except (TypeError, ValueError):
+        pass
+    return None, "fastcrc's crc64.go_iso does not give Go's ISO CRC-64"
+
+
+_FAST, _WHY_SLOW = _native()
+_warned = False
+
+
+def _fallback(data: bytes | bytearray | memoryview, crc: int = 0, /) -> int:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"CRC-64 runs in pure Python, several times slower: {_WHY_SLOW}",
+                      RuntimeWarning, stacklevel=2)
+    return crc64_python(data, crc)
+
+
+crc64: Crc64 = _FAST or _fallback
+"""Go's ``crc64.Update(crc, crc64.MakeTable(crc64.ISO), data)``: continue a checksum (``crc``
+is the previous result, 0 to start). Native when fastcrc is at hand."""
 
 
 # -- encoding/json as moby's v1 structs marshal ------------------------------------------------

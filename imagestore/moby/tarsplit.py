@@ -2,23 +2,23 @@
 driver's files, byte for byte, as moby's ``layer.TarStream`` does (vbatts/tar-split's
 ``WriteOutputTarStream``): ``docker load`` accepts a layer only when its sha256 is the diff ID.
 
-Everything streams: the tar-split is read line by line, files in fixed chunks, so memory stays
-flat whatever the layer's size. The driver's tree is someone else's data: a name is cleaned
-lexically (as Go's ``filepath.Join``) and refused if it climbs out or is absolute, and every
-component is opened relative to its parent without following a symlink.
+Everything streams: the tar-split is read block by block, files up to ``CHUNK`` at once and
+larger ones in chunks of it, so memory stays flat whatever the layer's size. The driver's tree
+is someone else's data: a name is cleaned lexically (as Go's ``filepath.Join``) and refused if
+it climbs out or is absolute, every component is opened relative to its parent without
+following a symlink, and a member is opened once (``O_NOFOLLOW``, ``O_NONBLOCK``: never a
+FIFO's wait), checked by ``fstat`` to be a regular file, and read from that descriptor.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
 import gzip
 import hashlib
-import json
 import multiprocessing
 import os
+import queue
 import stat
 import threading
 import zlib
@@ -32,11 +32,13 @@ from imagestore.errors import ImageStoreError
 from imagestore.moby.digest import PREFIX, is_image_id
 from imagestore.moby.files import read_optional
 from imagestore.moby.save_go import crc64
+from imagestore.moby.tarsplit_entries import Entry, InvalidEntry, clean_name, read_entries
 
 DRIVERS = ("vfs", "overlay2")
 TAR_SPLIT = "tar-split.json.gz"
-CHUNK = 1 << 17  # file reads and output chunks
-MAX_ENTRY = 1 << 24  # one JSON line; real ones are a few KiB (headers, PAX records)
+CHUNK = 1 << 20  # file reads and output chunks; a file up to this size is read at once
+_INLINE = 8 << 20  # a layer's first bytes are hashed inline: a thread costs more
+_QUEUED = 4  # chunks waiting for the hashing thread
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -157,33 +159,37 @@ def _open_layer_folder(src: LayerSource) -> int:
     return fd
 
 
-def _clean(name: bytes) -> list[bytes] | None:
-    """Go's ``filepath.Join(root, name)``, lexically; ``None`` for a name that is absolute or
-    climbs out of the layer's folder."""
-    if name.startswith(b"/") or b"\0" in name:
-        return None
-    parts: list[bytes] = []
-    for part in name.split(b"/"):
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            if not parts:
-                return None
-            parts.pop()
-        else:
-            parts.append(part)
-    return parts
+def _shown_name(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
 
 
 class _Dirs:
     """Descriptors of the current folder chain below the layer's folder: members come folder
-    by folder, so each folder is opened once, never through a symlink."""
+    by folder, so each folder is opened once, never through a symlink. ``key`` is the raw
+    folder part of the last name resolved: a next name in the same one (the usual case) with
+    a plain last component cleans to the same chain, so it is not cleaned again."""
 
     def __init__(self, root_fd: int) -> None:
         self.names: list[bytes] = []
         self.fds = [root_fd]
+        self.key: bytes | None = None
 
-    def open(self, parts: list[bytes], src: LayerSource, member: str) -> int:
+    def parent(self, name: bytes, src: LayerSource) -> tuple[int, bytes]:
+        """The open folder holding ``name`` and the name within it."""
+        folder, _, base = name.rpartition(b"/")
+        plain = base not in (b"", b".", b"..") and b"\0" not in base
+        if plain and folder == self.key and not name.startswith(b"/"):
+            return self.fds[-1], base
+        parts = clean_name(name)
+        if not parts:
+            raise src.error(_shown_name(name), "name is absolute or climbs out of the layer "
+                            "(refused)" if parts is None else "names the layer's folder itself")
+        self.key = None
+        self._enter(parts[:-1], src, name)
+        self.key = folder if plain else None  # then parts[:-1] is the folder's own chain
+        return self.fds[-1], parts[-1]
+
+    def _enter(self, parts: list[bytes], src: LayerSource, member: bytes) -> None:
         common = 0
         while common < min(len(self.names), len(parts)) and self.names[common] == parts[common]:
             common += 1
@@ -194,78 +200,37 @@ class _Dirs:
             try:
                 fd = os.open(part, _DIR, dir_fd=self.fds[-1])
             except OSError as exc:
-                shown = b"/".join([*self.names, part]).decode("utf-8", "surrogateescape")
+                shown = _shown_name(b"/".join([*self.names, part]))
                 why = _open_failure(exc, part, self.fds[-1])
-                raise src.error(member, f"folder {shown} {why}") from None
+                raise src.error(_shown_name(member), f"folder {shown} {why}") from None
             self.names.append(part)
             self.fds.append(fd)
-        return self.fds[-1]
 
     def close(self) -> None:
         while self.fds:
             os.close(self.fds.pop())
 
 
-def _b64(value: object, what: str) -> bytes:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{what} is not a base64 string")
-    try:
-        return base64.b64decode(value or "", validate=True)
-    except binascii.Error:
-        raise ValueError(f"{what} is not valid base64") from None
-
-
-def _entries(src: LayerSource) -> Iterator[tuple[int, bytes, int, bytes]]:
-    """``(type, name, size, payload)`` of each tar-split entry, read line by line (entries of
-    unknown types come too: tar-split skips them). Raises ``LayerError``."""
+def _entries(src: LayerSource, decode: bool = True) -> Iterator[Entry]:
+    """Each tar-split entry (``tarsplit_entries.read_entries``). Raises ``LayerError``."""
     path = src.folder / TAR_SPLIT
     try:
         fd = os.open(path, _FILE)
     except OSError as exc:
         raise src.error(str(path), f"tar-split {_open_failure(exc, str(path))}") from None
     raw = os.fdopen(fd, "rb")
-    line_no = 0
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise src.error(str(path), "tar-split is not a regular file")
         with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            while line := gz.readline(MAX_ENTRY + 1):
-                line_no += 1
-                if len(line) > MAX_ENTRY:
-                    raise ValueError(f"longer than {MAX_ENTRY} bytes")
-                if line.strip():
-                    yield _entry(json.loads(line))
+            yield from read_entries(gz.read, decode)
     except (OSError, EOFError, zlib.error) as exc:
         why = "it is truncated" if isinstance(exc, EOFError) else str(exc) or type(exc).__name__
         raise src.error(str(path), f"tar-split is not a readable gzip file: {why}") from None
-    except (ValueError, RecursionError) as exc:
-        raise src.error(str(path), f"tar-split entry {line_no} is invalid: {exc}") from None
+    except InvalidEntry as exc:
+        raise src.error(str(path), f"tar-split entry {exc.line} is invalid: {exc.why}") from None
     finally:
         raw.close()
-
-
-def _entry(doc: object) -> tuple[int, bytes, int, bytes]:
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    kind = doc.get("type")
-    if type(kind) is not int:
-        raise ValueError("type is not an integer")
-    payload = _b64(doc.get("payload"), "payload")
-    if kind != 1:
-        return kind, b"", 0, payload
-    raw = _b64(doc.get("name_raw"), "name_raw")
-    name = doc.get("name") or ""
-    if not isinstance(name, str):
-        raise ValueError("name is not a string")
-    size = doc.get("size", 0)
-    if type(size) is not int or not 0 <= size < 1 << 63:
-        raise ValueError("size is not a non-negative integer")
-    if size and len(payload) != 8:
-        raise ValueError("payload is not an 8-byte CRC-64")
-    try:
-        return 1, raw or name.encode(), size, payload
-    except UnicodeEncodeError:
-        raise ValueError("name is not valid UTF-8") from None
 
 
 def layer_length(src: LayerSource) -> int:
@@ -273,85 +238,162 @@ def layer_length(src: LayerSource) -> int:
     pass that lets an archive announce a layer's size before streaming it (the driver's
     folder is opened too, so that a missing one fails before anything is written)."""
     os.close(_open_layer_folder(src))
-    return sum(len(payload) if kind == 2 else size if kind == 1 else 0
-               for kind, _, size, payload in _entries(src))
+    return sum(size for kind, _, size, _ in _entries(src, decode=False) if kind in (1, 2))
+
+
+def _open_member(src: LayerSource, dirs: _Dirs, name: bytes) -> int:
+    """The member's file, opened once without following a symlink or blocking on a FIFO,
+    checked to be a regular file."""
+    parent, base = dirs.parent(name, src)
+    try:
+        fd = os.open(base, _FILE, dir_fd=parent)
+    except OSError as exc:
+        raise src.error(_shown_name(name), _open_failure(exc, base, parent)) from None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        raise src.error(_shown_name(name), "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _misfit(src: LayerSource, name: bytes, size: int, got: int) -> LayerError:
+    return src.error(_shown_name(name), f"file is shorter than the tar-split says "
+                                        f"({got} of {size} bytes)" if got < size else
+                     f"file is longer than the tar-split says ({size} bytes)")
+
+
+def _small_member(src: LayerSource, dirs: _Dirs, name: bytes, size: int, crc: bytes) -> bytes:
+    """A file of at most ``CHUNK`` bytes, read in one call (one more byte asked, to see a
+    longer file) and checked against the tar-split's size and CRC."""
+    fd = _open_member(src, dirs, name)
+    try:
+        data = os.read(fd, size + 1)
+        while len(data) < size and (more := os.read(fd, size + 1 - len(data))):
+            data += more  # a short read that is not the end: rare
+    except OSError as exc:
+        raise src.error(_shown_name(name), f"unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise _misfit(src, name, size, len(data))
+    if crc64(data, 0).to_bytes(8, "big") != crc:
+        raise src.error(_shown_name(name), "file changed: its CRC-64 is not the tar-split's")
+    return data
 
 
 def _member(src: LayerSource, dirs: _Dirs, name: bytes, size: int, crc: bytes
             ) -> Iterator[bytes]:
-    """One file's bytes from the driver's tree, checked against the tar-split's size and
-    CRC while they stream. Raises ``LayerError`` naming the member."""
-    shown = name.decode("utf-8", "surrogateescape")
-    parts = _clean(name)
-    if not parts:
-        raise src.error(shown, "name is absolute or climbs out of the layer (refused)"
-                        if parts is None else "names the layer's folder itself")
-    parent = dirs.open(parts[:-1], src, shown)
+    """A larger file's bytes in chunks, checked against the tar-split's size and CRC while
+    they stream. Raises ``LayerError`` naming the member."""
+    fd = _open_member(src, dirs, name)
     try:
-        fd = os.open(parts[-1], _FILE, dir_fd=parent)
-    except OSError as exc:
-        raise src.error(shown, _open_failure(exc, parts[-1], parent)) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise src.error(shown, "not a regular file")
         left, check = size, 0
         while left:
             chunk = os.read(fd, min(CHUNK, left))
             if not chunk:
-                raise src.error(shown, f"file is shorter than the tar-split says "
-                                       f"({size - left} of {size} bytes)")
+                raise _misfit(src, name, size, size - left)
             check = crc64(chunk, check)
             left -= len(chunk)
             yield chunk
         if os.read(fd, 1):
-            raise src.error(shown, f"file is longer than the tar-split says ({size} bytes)")
+            raise _misfit(src, name, size, size + 1)
         if check.to_bytes(8, "big") != crc:
-            raise src.error(shown, "file changed: its CRC-64 is not the tar-split's")
+            raise src.error(_shown_name(name), "file changed: its CRC-64 is not the tar-split's")
     except OSError as exc:
-        raise src.error(shown, f"unreadable: {exc.strerror or exc}") from None
+        raise src.error(_shown_name(name), f"unreadable: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
 
+class _Digest:
+    """The stream's sha256, computed in a second thread once the stream is large enough to
+    be worth one (hashlib releases the GIL on large updates) while this thread reads and
+    checks the next files; at most ``_QUEUED`` chunks wait, so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self.inline = _INLINE
+        self.queue: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self.thread: threading.Thread | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self.thread is not None:
+            self.queue.put(chunk)
+        elif self.inline > 0:
+            self.inline -= len(chunk)
+            self.sha.update(chunk)
+        else:
+            self.thread = threading.Thread(target=self._run, name="layer-sha256", daemon=True)
+            self.thread.start()
+            self.queue.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            self.sha.update(chunk)
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+        self.thread = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self.sha.hexdigest()
+
+
 def _assemble(src: LayerSource, problems: list[LayerProblem] | None) -> Iterator[bytes]:
-    """The layer tar in chunks; the diff ID is checked after the last. With ``problems``, a
-    member at fault is recorded and skipped (the stream is then wrong: no digest check).
+    """The layer tar in chunks (segments and small files joined to about ``CHUNK`` bytes, a
+    larger file's chunks as read); the diff ID is checked after the last. With ``problems``,
+    a member at fault is recorded and skipped (the stream is then wrong: no digest check).
     tar-split's reader also refuses a name given twice; that costs memory for every name of
     the layer, and no store holds such a layer (its packer refused it): the digest decides."""
     if not is_image_id(src.chain_id):
         raise src.error("", "not a chain ID")
     dirs = _Dirs(_open_layer_folder(src))
-    sha = hashlib.sha256()
-    buf = bytearray()
+    digest = _Digest()
+    pieces: list[bytes] = []
+    pending = 0
 
     def flush() -> bytes:
-        out = bytes(buf)
-        buf.clear()
-        sha.update(out)
+        nonlocal pending
+        out = b"".join(pieces)
+        pieces.clear()
+        pending = 0
+        digest.update(out)
         return out
 
     try:
         for kind, name, size, payload in _entries(src):
             if kind == 2:
-                buf += payload
-            elif kind == 1:
+                pieces.append(payload)
+                pending += len(payload)
+            elif kind == 1 and size:
                 try:
-                    for chunk in _member(src, dirs, name, size, payload) if size else ():
-                        buf += chunk
-                        if len(buf) >= CHUNK:
+                    if size <= CHUNK:
+                        pieces.append(_small_member(src, dirs, name, size, payload))
+                        pending += size
+                    else:
+                        if pieces:
                             yield flush()
+                        for chunk in _member(src, dirs, name, size, payload):
+                            digest.update(chunk)
+                            yield chunk
                 except LayerError as exc:
                     if problems is None:
                         raise
                     problems.append(exc.problem)
-            if len(buf) >= CHUNK:
+            if pending >= CHUNK:
                 yield flush()
-        if buf:
+        if pieces:
             yield flush()
-        got = PREFIX + sha.hexdigest()
+        got = PREFIX + digest.hexdigest()
         if got != src.diff_id and not problems:
             raise src.error("", f"rebuilt tar is {got}, not the diff ID {src.diff_id}")
     finally:
+        digest.close()
         dirs.close()
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from imagestore.saving import Output
     from imagestore.service.check import Finding
     from imagestore.store import Deletion
+    from imagestore.sync.files import FilesReport
 
 
 class ContainerdHost(ContainerdReading, Host):
@@ -52,6 +53,14 @@ class ContainerdHost(ContainerdReading, Host):
             tx, self.layout, self.namespace, platform=self.platform, progress=progress)))
         self.last_sync = reports[-1]
         return self.last_sync
+
+    def read_files(self, progress: Progress | None = None) -> FilesReport:
+        """The file lists of the namespace's layers never read (by any store of the index),
+        from their blobs in the content store (see ``sync.ctdfiles``)."""
+        from imagestore.sync.ctdfiles import read_containerd_files
+
+        with self.index.write() as tx:
+            return read_containerd_files(tx, self.layout, progress)
 
     def driver(self) -> Driver | None:
         return None  # containerd's snapshots are not a graph driver's folders

@@ -5,7 +5,9 @@ Docker SDK for Python's ``client.images`` offline, and the checks ``fsck`` runs.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
+from imagestore.service import files
 from imagestore.service.check import Finding, check, repair
 from imagestore.service.models import ImageCollection
 from imagestore.store import Store
@@ -29,6 +31,16 @@ class Host(Store):
         """``fsck --repair``: act on the repairable ``findings`` (checked afresh when not
         given); the findings repaired, and the index's stale rows it resynced."""
         return repair(self, self.check() if findings is None else findings)
+
+    def which(self, pattern: str, *, all_stores: bool = False) -> list[dict[str, Any]]:
+        """The images (with store and tags) whose filesystem holds a path matching
+        ``pattern`` (a path, or a shell glob; without ``/`` a file name in any folder), and
+        the layer that brings it."""
+        return files.which(self, pattern, all_stores=all_stores)
+
+    def diff(self, first: str, second: str) -> dict[str, list[Any]]:
+        """Paths added, removed and changed from image ``first`` to ``second`` (names)."""
+        return files.diff(self, self.resolve(first), self.resolve(second))
 
 
 __all__ = ["Host"]

@@ -16,6 +16,7 @@ from imagestore.service.filters import FILTERS
 from imagestore.service.selection import api_filters
 
 if TYPE_CHECKING:
+    from imagestore.service.files import FileEntry
     from imagestore.store import Store
 
 
@@ -61,6 +62,19 @@ class ImageModel:
         from imagestore.service.inspect import image_history
 
         return image_history(self.collection.store, self.id)
+
+    def files(self) -> builtins.list[FileEntry]:
+        """The image's merged filesystem, one entry per path, sorted (its layers' file lists
+        are read into the index on first need)."""
+        from imagestore.service.files import image_files
+
+        return image_files(self.collection.store, self.id)
+
+    def waste(self) -> dict[str, Any]:
+        """dive's wasted space and efficiency of the image (``service.files.waste``)."""
+        from imagestore.service.files import waste
+
+        return waste(self.collection.store, self.id)
 
     def tag(self, repository: str, tag: str | None = None, force: bool = False,
             **kwargs: Any) -> bool:
