@@ -121,3 +121,16 @@ def test_the_rules_see_the_whole_package() -> None:
     assert {"imagestore.store", "imagestore.index.writes", "imagestore.sync.restore",
             "imagestore.cli.commands", "imagestore.moby.root", "imagestore.service.delete",
             "imagestore.service.models"} <= MODULES.keys()
+
+
+def test_every_package_ships_in_a_plain_install() -> None:
+    """setuptools lists the packages by name: a folder of modules left out of the list is
+    missing from ``pip install .`` (what CI and users run), though a checkout finds it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(PACKAGE.parent).parts)
+               for p in PACKAGE.rglob("__init__.py")}
+    assert folders - listed == set()
+

@@ -87,6 +87,7 @@ class ContainerRecord:
     snapshotter: str
     snapshot_key: str
     labels: dict[str, str] = field(default_factory=dict)
+    manifest: str | None = None  # the platform manifest it runs, when Docker's config says
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ def load(q: Reader) -> tuple[list[Image], dict[str, ContainerRecord]]:
         out.append(Image(target, (named or recs)[0].target, recs, [m for m, _ in mine],
                          walked.get(target, []), best, problems.get(target, []),
                          entries.get(target, {})))
-    return out, {row[0]: ContainerRecord(*row) for row in containers}
+    return out, {cid: ContainerRecord(cid, image, snapshotter, key, manifest=manifest)
+                 for cid, image, snapshotter, key, manifest in containers}
 
 
 def _obj(text: str | None) -> dict[str, str]:

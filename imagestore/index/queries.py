@@ -103,7 +103,7 @@ CTD_COLUMNS: dict[str, tuple[str, ...]] = {
     "ctd_configs": ("digest", "present", "raw"),
     "ctd_layers": ("manifest", "position", "digest", "media_type", "size", "present",
                    "diff_id", "chain_id", "unpacked"),
-    "ctd_containers": ("id", "image", "snapshotter", "snapshot_key"),
+    "ctd_containers": ("id", "image", "snapshotter", "snapshot_key", "manifest"),
 }
 _CTD_ORDER = {"ctd_images": "name", "ctd_targets": "image_id, digest",
               "ctd_manifests": "image_id, position", "ctd_configs": "digest",

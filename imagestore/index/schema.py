@@ -314,6 +314,7 @@ class CtdContainerRow(Base):
     image: Mapped[str] = mapped_column(Text)
     snapshotter: Mapped[str] = mapped_column(Text)
     snapshot_key: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[str | None] = mapped_column(ID)  # the platform manifest it runs
 
 
 class LayerFileListRow(Base):

@@ -21,12 +21,14 @@ from imagestore.moby.root import Root
 class Container:
     """A container of the data-root, as the daemon loads it from ``config.v2.json``:
     ``image`` is the image ID it was created from, ``times`` its created, started and
-    finished times (those that are set)."""
+    finished times (those that are set), ``manifest`` the platform manifest it runs (Docker
+    25 and later on containerd's store: ``ImageManifest``)."""
 
     id: str
     image: str
     running: bool
     times: tuple[tuple[str, datetime], ...] = ()
+    manifest: str | None = None
 
 
 def _time(value: object) -> datetime | None:
@@ -70,8 +72,11 @@ def containers_in(folder: Path) -> list[Container] | None:
         times = ((what, _time(value)) for what, value in (
             ("created", config.get("Created")), ("started", state.get("StartedAt")),
             ("finished", state.get("FinishedAt"))))
+        manifest = config.get("ImageManifest")
+        digest = manifest.get("digest") if isinstance(manifest, dict) else None
         found.append(Container(name, image, state.get("Running") is True,
-                               tuple((w, t) for w, t in times if t is not None)))
+                               tuple((w, t) for w, t in times if t is not None),
+                               digest if isinstance(digest, str) else None))
     return found
 
 

@@ -5,16 +5,12 @@ store's platform; its writes refused (``ReadOnlyKind``)."""
 from __future__ import annotations
 
 import builtins
-import tempfile
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
-from imagestore.errors import ImageStoreError
 from imagestore.service import cri, docker29
-from imagestore.service.models import ImageCollection, ImageModel, _chunks
+from imagestore.service.models import ImageCollection, ImageModel
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from imagestore.service.ctdreading import ContainerdReading
 
 
@@ -38,28 +34,12 @@ class CtdImageModel(ImageModel):
             **kwargs: Any) -> bool:
         self.collection.store.refuse("tag")
 
-    def save(self, chunk_size: int = 2097152, named: bool | str = False, *,
-             format: str = "oci") -> Iterator[bytes]:
-        """The archive ``docker save`` writes of the image (OCI layout and Docker's
-        ``manifest.json``), from the content store's blobs, each checked as it streams."""
+    def _write_archive(self, name: str, out: BinaryIO, format: str) -> None:
+        """From the content store's blobs, each checked as it streams (OCI layout and
+        Docker's ``manifest.json``)."""
         from imagestore.service.ctdsave import save_images
 
-        name = self.id
-        if named:
-            if isinstance(named, str):
-                if named not in self.tags:
-                    raise ImageStoreError(f"{named} is not a valid tag for this image")
-                name = named
-            elif self.tags:
-                name = self.tags[0]
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _chunks, or below)
-        try:
-            save_images(self.collection.store, [name], spool, format=format)
-            spool.seek(0)
-        except BaseException:
-            spool.close()
-            raise
-        return _chunks(spool, chunk_size)
+        save_images(self.collection.store, [name], out, format=format)
 
 
 class CtdImageCollection(ImageCollection):

@@ -5,7 +5,6 @@ counts ``c.ImageManifest.Digest == target.Digest``)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from imagestore.containerd.images import Image
-from imagestore.moby.files import read_regular
+from imagestore.moby.containers import containers_in
 from imagestore.moby.gotime import unix_ns
 from imagestore.service.docker29_model import Matcher, best_present
 from imagestore.service.docker29_refs import Lookup
@@ -32,29 +31,12 @@ class ContainerRef:
 
 
 def docker_containers(data_root: str | os.PathLike[str]) -> list[ContainerRef]:
-    """The containers of a Docker data-root (``containers/<id>/config.v2.json``), newest
-    first: the engine's container store, in containerd mode too (containerd's own container
-    records appear only once a container starts). One whose config cannot be read is
-    skipped, as the daemon skips it when it loads."""
-    folder = Path(data_root) / "containers"
-    if not folder.is_dir() or folder.is_symlink():
-        return []
-    found = []
-    with os.scandir(folder) as entries:  # a symlinked entry is not followed out
-        names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-    for name in names:
-        try:
-            config = json.loads(read_regular(folder / name / "config.v2.json"))
-        except (OSError, ValueError, RecursionError):
-            continue
-        if not isinstance(config, dict) or not isinstance(config.get("Image"), str):
-            continue
-        manifest = config.get("ImageManifest")
-        digest = manifest.get("digest") if isinstance(manifest, dict) else None
-        created = config.get("Created")
-        found.append(ContainerRef(str(config.get("ID") or name), config["Image"],
-                                  digest if isinstance(digest, str) else None,
-                                  created if isinstance(created, str) else None))
+    """The containers of a Docker data-root (``containers/<id>/config.v2.json``, read as
+    ``moby.containers`` reads them), newest first: the engine's container store, in
+    containerd mode too (containerd's own container records appear only once a container
+    starts)."""
+    found = [ContainerRef(c.id, c.image, c.manifest, _created(c))
+             for c in containers_in(Path(data_root) / "containers") or ()]
     found.sort(key=lambda ref: -(unix_ns(ref.created) or 0))
     return found
 

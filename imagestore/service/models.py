@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from imagestore.errors import ImageStoreError
 from imagestore.moby.digest import truncate_id
@@ -90,8 +90,6 @@ class ImageModel:
         does; otherwise the archive names the image by ID. ``format``: ``"oci"`` (Docker 25
         and later) or ``"legacy"`` (Docker 24 and earlier). The archive is written whole
         (to a temporary file) before the first chunk: a layer that fails fails here."""
-        from imagestore.saving import save
-
         name = self.id
         if named:
             if isinstance(named, str):
@@ -102,12 +100,17 @@ class ImageModel:
                 name = self.tags[0]
         spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _chunks, or below)
         try:
-            save(self.collection.store, [name], spool, format=format)
+            self._write_archive(name, spool, format)
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
         return _chunks(spool, chunk_size)
+
+    def _write_archive(self, name: str, out: BinaryIO, format: str) -> None:
+        from imagestore.saving import save
+
+        save(self.collection.store, [name], out, format=format)
 
 
 def _chunks(spool: IO[bytes], size: int) -> Iterator[bytes]:

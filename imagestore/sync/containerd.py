@@ -218,10 +218,11 @@ def _snapshot_rows(rows: ctd.Rows, ns: cm.Namespace,
     for docker in docker_containers or ():
         # Docker 29 makes containerd's container record only while one runs; its own
         # config names the image by ID (a target digest), its rootfs snapshot by its ID.
-        every.setdefault(docker.id, cm.ContainerRecord(docker.id, docker.image, "", docker.id))
+        every.setdefault(docker.id, cm.ContainerRecord(docker.id, docker.image, "", docker.id,
+                                                       manifest=docker.manifest))
     for cid, container in sorted(every.items()):
         rows.add("ctd_containers", cid, container.image, container.snapshotter,
-                 container.snapshot_key)
+                 container.snapshot_key, container.manifest)
         rows.add("mounts", cid, container.snapshot_key, "",
                  _image_layer(ns, container, layers))
 

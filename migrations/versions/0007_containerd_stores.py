@@ -106,7 +106,8 @@ def _columns(name: str) -> list[sa.Column[object]]:
                           ("backend_id", big(), True), ("kind", text(), True),
                           ("size", big(), True), ("inodes", big(), True)],
         "ctd_containers": [("id", text(), False), ("image", text(), False),
-                           ("snapshotter", text(), False), ("snapshot_key", text(), False)],
+                           ("snapshotter", text(), False), ("snapshot_key", text(), False),
+                           ("manifest", ID, True)],
     }
     return [sa.Column(n, t, nullable=null) for n, t, null in spec[name]]  # type: ignore[arg-type]
 
