@@ -95,9 +95,8 @@ def test_every_way_of_hiding_an_entry_is_applied_as_the_view_applies_it(
             paths = {r["path"] for r in which(store, "/*") if r["image"] == image}
             assert {"a/new", "b/keep", "f", "g", "o/p/r", "o/p"} <= paths
             assert not paths & {"a/x", "a/deep", "a/deep/y", "b/y", "c", "c/z", "o/p/q"}
-            # the view's one limit (migration 0008), kept: a folder replaced by a file
-            # still shows what lower layers hold below it
-            assert "g/deep" in paths
+            # a folder replaced by a file hides what lower layers hold below it
+            assert "g/deep" not in paths and "g" in paths
             assert [r["size"] for r in which(store, "f") if r["image"] == image] == [9]
 
 
@@ -142,5 +141,5 @@ def test_path_range(pattern: str, expected: tuple[str | None, str | None]) -> No
 
 def test_hiding_paths_name_every_row_that_can_hide_a_path() -> None:
     assert filelists.hiding_paths("a/b/c") == [
-        "a/b/c", ".wh.a", ".wh..wh..opq", "a/.wh.b", "a/.wh..wh..opq", "a/b/.wh.c",
-        "a/b/.wh..wh..opq"]
+        "a/b/c", ".wh.a", ".wh..wh..opq", "a", "a/.wh.b", "a/.wh..wh..opq", "a/b",
+        "a/b/.wh.c", "a/b/.wh..wh..opq"]

@@ -100,7 +100,7 @@ CANDIDATES = 20_000  # rows of the path beyond which the view's one pass is the 
 _BATCHES = (1, 8, 64, 512)  # IN lists padded to these sizes: few distinct statements
 _FOUND = ("SELECT path, diff_id, type, size FROM layer_files WHERE whiteout IS NULL AND "
           "{range} AND path LIKE :p ESCAPE '!'")
-_HIDING = ("SELECT path, diff_id, whiteout, target FROM layer_files "
+_HIDING = ("SELECT path, diff_id, whiteout, target, type FROM layer_files "
            "WHERE path IN ({marks})")
 _HOLDING = "SELECT store_id, chain_id, diff_id FROM layers WHERE diff_id IN ({marks}) {where}"
 _ABOVE = ("SELECT chain_id, diff_id, parent_id FROM layers WHERE store_id = :s AND "
@@ -127,22 +127,27 @@ def _in(q: Reader, sql: str, values: Sequence[Any], params: dict[str, Any]
 
 def hiding_paths(path: str) -> list[str]:
     """The paths of the rows that can hide ``path`` from a layer above: the path itself,
-    the whiteout of it and of each of its folders, the opaque marker of each folder."""
+    each of its folders (given there as a file or a link), the whiteout of it and of each of
+    its folders, the opaque marker of each folder."""
     parts = path.split("/")
     out = [path]
     for depth in range(len(parts)):
         folder = "/".join(parts[:depth])
         lead = folder + "/" if folder else ""
+        if folder:
+            out.append(folder)
         out.append(f"{lead}.wh.{parts[depth]}")
         out.append(f"{lead}.wh..wh..opq")
     return out
 
 
 def _hides(path: str, row: tuple[Any, ...]) -> bool:
-    """The view's rule: does row (path, diff ID, whiteout, target) of a layer above hide
-    the entry ``path``?"""
+    """The view's rule: does row (path, diff ID, whiteout, target, type) of a layer above
+    hide the entry ``path``?"""
     if row[0] == path:
         return True
+    if row[2] is None:  # an entry: it hides what lies below it unless it is a folder
+        return row[4] != "dir" and path.startswith(row[0] + "/")
     kind, target = row[2], row[3]
     if kind not in ("remove", "opaque") or target is None:
         return False

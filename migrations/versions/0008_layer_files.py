@@ -14,10 +14,10 @@ view never shows them: it joins through ``layers``).
 
 ``image_files`` is each image's merged filesystem, computed from the layer rows: an entry is
 shown unless a layer above gives the same path again, or a whiteout above removes it or one
-of its folders, or an opaque folder above hides it. Its one limit: a layer that replaces a
-folder by a non-folder also removes what lower layers hold below it, which only the Python
-merge (``imagestore files``) applies. Hard links are shown as the tar has them (size 0, the
-target in ``link``).
+of its folders, or an opaque folder above hides it, or a layer above gives one of its
+folders as something else than a folder (a file or a link replacing a folder hides what
+lower layers hold below it). Hard links are shown as the tar has them (size 0, the target in
+``link``).
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ _VIEW = """
           AND ((g.whiteout = 'remove' AND g.target = f.path)
                OR (g.whiteout = 'opaque' AND g.target = '')
                OR (f.path > g.target || '/' AND f.path < g.target || '0')))
+      AND NOT EXISTS (
+        SELECT 1 FROM placed u JOIN layer_files g ON g.diff_id = u.diff_id
+        WHERE u.store_id = p.store_id AND u.image_id = p.image_id AND u.position > p.position
+          AND g.whiteout IS NULL AND g.type <> 'dir'
+          AND f.path > g.path || '/' AND f.path < g.path || '0')
 """
 
 
