@@ -221,3 +221,39 @@ def test_containerd_stores_beside_a_classic_one_on_postgresql(real_root: Path, p
         assert db.current_revision(store.index.engine) == HEAD
         assert len(store) == 39
         assert [r["kind"] for r in store.index.stores()] == ["moby"]
+
+
+def test_file_lists_on_postgresql_answer_as_on_sqlite(real_root: Path, pg_url: str,
+                                                      tmp_path: Path) -> None:
+    """Revision 0008's lists and view on PostgreSQL: read once, the same files, which and
+    view as on SQLite; the revision goes down and up again with the classic rows kept."""
+    from imagestore.service.files import image_files, which_general
+
+    answers = {}
+    for where in (tmp_path / "lite.sqlite", pg_url):
+        with imagestore.open(real_root, where) as store:
+            report_ = store.read_files()
+            assert report_.problems == []
+            ids = sorted(store.map())
+            answers[str(where)] = (
+                {i: sorted((e.path, e.type, e.size, e.layer) for e in image_files(store, i))
+                 for i in ids},
+                store.which("*.txt"), which_general(store, "*.txt"),
+                sorted(tuple(r) for r in store.index.sql(
+                    "SELECT image, path, type, size FROM image_files",
+                    allow_privileged_role=True)[1]))
+            assert store.read_files().layers == 0  # read once
+    lite, pg = answers[str(tmp_path / "lite.sqlite")], answers[pg_url]
+    assert lite == pg
+    assert pg[1] == pg[2] and len(pg[1]) > 10  # the store's .txt files, by both paths
+    with imagestore.open(real_root, pg_url) as store:
+        engine = store.index.engine
+        config = db.alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0007")
+        assert "layer_files" not in inspect(engine).get_table_names()
+    with imagestore.open(real_root, pg_url) as store:
+        assert db.current_revision(store.index.engine) == HEAD
+        assert len(store) == 39
+        assert store.read_files().layers > 0  # the lists went with the revision
