@@ -53,6 +53,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.docs import write_section
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
 BEGIN = "<!-- files-results:begin (written by python -m bench.files) -->"
@@ -311,15 +313,7 @@ def render(r: dict[str, Any]) -> str:
 
 
 def write_doc(text: str) -> None:
-    path = DOCS / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.write_text(doc)
+    write_section(BEGIN, END, HEADING, text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.docs import write_section
 from bench.run import fmt_time
 
 HERE = Path(__file__).resolve().parent
@@ -616,15 +617,7 @@ def machine() -> str:
 
 
 def write_doc(text: str) -> None:
-    path = DOCS / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
-    path.write_text(doc)
+    write_section(BEGIN, END, HEADING, text)
 
 
 # -- main --------------------------------------------------------------------------------------
