@@ -64,6 +64,7 @@ from types import TracebackType
 from typing import Any
 
 from bench.docs import write_section
+from bench.run import best_time as best
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -547,15 +548,6 @@ def probe(root: Path, index: Path, mode: str = "open") -> dict[str, Any]:
 def drop_index(index: Path) -> None:
     for suffix in ("", "-wal", "-shm", ".lock"):
         Path(f"{index}{suffix}").unlink(missing_ok=True)
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 Results = dict[str, dict[int, float]]

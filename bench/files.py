@@ -49,11 +49,11 @@ import sys
 import tarfile
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.docs import write_section
+from bench.run import best_time as best
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs"
@@ -69,15 +69,6 @@ EPOCH = 1_700_000_000
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 # -- the store ----------------------------------------------------------------------------

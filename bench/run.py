@@ -45,13 +45,22 @@ SEED = 1
 Results = dict[str, dict[int, float]]
 
 
-def median_time(fn: Callable[[], object], repeat: int) -> float:
+def run_times(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``, one by one."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    return statistics.median(run_times(fn, repeat))
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    return min(run_times(fn, repeat))
 
 
 def generate(workdir: Path, n: int) -> Path:
